@@ -1,0 +1,1 @@
+"""Everything model-side and nothing about Kafka: the classifier contract, backends, export."""

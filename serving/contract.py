@@ -1,0 +1,111 @@
+"""The classifier contract every inference backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class TaskHead:
+    """One classification head on the shared encoder (multi-class softmax)."""
+
+    name: str
+    labels: tuple[str, ...]
+
+
+DEFAULT_TASKS: tuple[TaskHead, ...] = (
+    TaskHead("sentiment", ("negative", "neutral", "positive")),
+    TaskHead("topic", ("World", "Sports", "Business", "Sci/Tech")),
+)
+
+
+@dataclass(frozen=True)
+class TaskPrediction:
+    """A head's answer for one text: the winning label, its score and every class score."""
+
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Every head's answer for one text, plus the pooled embedding."""
+
+    tasks: dict[str, TaskPrediction]
+    truncated: bool
+    embedding: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a backend serves: stamped on every output."""
+
+    name: str
+    version: str
+    variant: str
+    tasks: tuple[TaskHead, ...]
+    max_length: int
+
+
+class InferenceError(RuntimeError):
+    """The backend failed to classify a batch. `retriable` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retriable: bool) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """`async classify(texts) -> predictions`, one prediction per text, in order."""
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model this backend serves right now."""
+        ...
+
+    async def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        """Classify a batch of texts."""
+        ...
+
+    async def close(self) -> None:
+        """Release the backend's resources."""
+        ...
+
+
+def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Row-wise softmax, stable for large logits."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    probs: npt.NDArray[np.float32] = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return probs
+
+
+def predictions_from_logits(
+    tasks: Sequence[TaskHead],
+    logits: dict[str, npt.NDArray[np.float32]],
+    truncated: Sequence[bool],
+    embeddings: npt.NDArray[np.float32] | None = None,
+) -> list[Prediction]:
+    """Turn per-head logits (batch x classes) into per-text predictions."""
+    probs = {task.name: softmax(logits[task.name]) for task in tasks}
+    out: list[Prediction] = []
+    for row, was_truncated in enumerate(truncated):
+        per_task: dict[str, TaskPrediction] = {}
+        for task in tasks:
+            p = probs[task.name][row]
+            best = int(p.argmax())
+            per_task[task.name] = TaskPrediction(
+                label=task.labels[best],
+                score=round(float(p[best]), 6),
+                scores={lab: round(float(v), 6) for lab, v in zip(task.labels, p, strict=True)},
+            )
+        emb = embeddings[row] if embeddings is not None else None
+        out.append(Prediction(tasks=per_task, truncated=bool(was_truncated), embedding=emb))
+    return out

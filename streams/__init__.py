@@ -1,0 +1,1 @@
+"""Everything that touches Kafka: settings, schemas, topics, the classify worker, the CLI."""

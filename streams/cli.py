@@ -1,0 +1,240 @@
+"""The `feedpulse` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from streams.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Streaming classification of news and social feeds: Kafka in, labels out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+Bootstrap = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers", "-b", help="Kafka bootstrap servers [FEEDPULSE_BOOTSTRAP_SERVERS]"
+    ),
+]
+Topic = Annotated[str | None, typer.Option(help="Topic name (default from settings)")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ValidationError as exc:
+        err.print(f"[red]invalid settings:[/]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+@app.command()
+def demo(
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Messages to publish")] = 600,
+    workers: Annotated[int, typer.Option("--workers", "-k", min=1, help="Classify workers")] = 1,
+    rate: Annotated[
+        float, typer.Option(help="Publish rate in messages/s (0: as fast as possible)")
+    ] = 0.0,
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic")] = None,
+) -> None:
+    """Run the whole pipeline on an embedded broker and print a JSON summary line."""
+    from streams.demo import run_demo
+
+    settings = _settings(topic_partitions=partitions)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    summary = asyncio.run(run_demo(settings, count=count, workers=workers, rate=rate, console=err))
+    print(json.dumps(summary), flush=True)
+    if summary["lost"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def broker(
+    listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT to listen on [FEEDPULSE_BROKER_LISTEN]")
+    ] = None,
+) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, in-memory) in the foreground."""
+    from streams.broker import EmbeddedBroker
+
+    settings = _settings(broker_listen=listen)
+    embedded = EmbeddedBroker(settings.broker_listen).start()
+    err.print(
+        f"broker listening on {embedded.bootstrap_servers} (in-memory storage); Ctrl-C stops it"
+    )
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    code = 0
+    try:
+        code = embedded.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        embedded.stop()
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    bootstrap_servers: Bootstrap = None,
+    group_id: Annotated[str | None, typer.Option(help="Consumer group")] = None,
+    input_topic: Topic = None,
+    output_topic: Topic = None,
+    dlq_topic: Topic = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Flush a micro-batch at this many items")
+    ] = None,
+    max_wait_ms: Annotated[
+        int | None, typer.Option(help="...or this long after its first item")
+    ] = None,
+    model_repository: Annotated[
+        Path | None, typer.Option(help="Model repository directory")
+    ] = None,
+    model_variant: Annotated[str | None, typer.Option(help="int8 or fp32")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0: off)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a classify worker against any Kafka bootstrap servers until SIGTERM/SIGINT."""
+    from serving.model_store import ModelNotFoundError
+    from streams.runtime import run_worker
+    from streams.worker import ProduceFailedError
+
+    settings = _settings(
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        input_topic=input_topic,
+        output_topic=output_topic,
+        dlq_topic=dlq_topic,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        model_repository=model_repository,
+        model_variant=model_variant,
+        metrics_port=metrics_port,
+    )
+    _logging(verbose)
+    try:
+        asyncio.run(run_worker(settings))
+    except ModelNotFoundError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    except ProduceFailedError as exc:
+        err.print(f"[red]stopping without committing: {exc}[/]")
+        raise typer.Exit(1) from exc
+
+
+@app.command("publish")
+def publish_cmd(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, CSV or text file")
+    ],
+    bootstrap_servers: Bootstrap = None,
+    topic: Topic = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto, jsonl, csv or text")] = "auto",
+    rate: Annotated[float, typer.Option(help="Messages/s (0: as fast as possible)")] = 0.0,
+) -> None:
+    """Send a feed file to the input topic, one message per line or row."""
+    from streams.publish import publish, read_feed
+
+    if fmt not in ("auto", "jsonl", "csv", "text"):
+        err.print(f"[red]unknown format {fmt!r}[/]")
+        raise typer.Exit(2)
+    settings = _settings(bootstrap_servers=bootstrap_servers)
+    try:
+        records = list(read_feed(file, fmt))  # type: ignore[arg-type]
+    except (ValueError, UnicodeDecodeError) as exc:
+        err.print(f"[red]{file}: {exc}[/]")
+        raise typer.Exit(2) from exc
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(f"publishing {file.name}", total=len(records))
+        sent = asyncio.run(
+            publish(
+                settings,
+                records,
+                topic=topic,
+                rate=rate,
+                on_sent=lambda n: progress.update(task, completed=n),
+            )
+        )
+    err.print(f"published {sent} messages to {topic or settings.input_topic}")
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="Topic to print, e.g. feeds.labeled or feeds.dlq")],
+    bootstrap_servers: Bootstrap = None,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning/--latest")] = True,
+    count: Annotated[int | None, typer.Option("--count", "-n", help="Stop after N records")] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Stop after this many idle seconds")
+    ] = None,
+) -> None:
+    """Print a topic's records as JSON lines (dead letters with their headers)."""
+    from streams.tail import read_topics, render_record
+
+    settings = _settings(bootstrap_servers=bootstrap_servers)
+
+    async def run() -> None:
+        seen = 0
+        async for rec in read_topics(
+            settings, [topic], from_beginning=from_beginning, idle_timeout_s=idle_timeout
+        ):
+            print(render_record(rec), flush=True)
+            seen += 1
+            if count is not None and seen >= count:
+                return
+
+    try:
+        asyncio.run(run())
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Labeled JSONL (text, sentiment, topic)"),
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="Hugging Face checkpoint directory or hub id")
+    ] = None,
+    model_repository: Annotated[
+        Path | None, typer.Option(help="Model repository directory")
+    ] = None,
+) -> None:
+    """Fit the task heads on a frozen encoder and export a new model version (ONNX fp32 + int8)."""
+    from streams.training import train_and_export
+
+    settings = _settings(base_model=base_model, model_repository=model_repository)
+    report = train_and_export(settings, data=data, console=err)
+    print(json.dumps(report), flush=True)

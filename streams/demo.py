@@ -1,0 +1,207 @@
+"""`feedpulse demo`: embedded broker + default model + K workers + a sample feed, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from streams.audit import Audit, audit_outputs
+from streams.broker import EmbeddedBroker
+from streams.publish import Record, publish
+from streams.settings import Settings
+from streams.topics import ensure_topics, pipeline_topics
+
+# Every kind of bad input, mixed into the demo feed so the dead-letter path shows too.
+BAD_INPUTS: tuple[bytes, ...] = (
+    b"\xff\xfe\x00not utf-8",
+    b'{"id": "%s", "text": ',
+    b'{"id": "%s", "source": "social"}',
+    b'{"id": "%s", "text": 42}',
+    b'{"id": "%s", "text": "   "}',
+)
+BAD_EVERY = 40
+
+
+def sample_feed_path() -> Path:
+    """The sample feed the project ships for the demo."""
+    return Path(str(resources.files("streams") / "samples" / "demo_feed.jsonl"))
+
+
+def demo_records(count: int) -> tuple[list[Record], list[str]]:
+    """`count` records cycling through the sample feed, with a bad one every BAD_EVERY.
+
+    Returns the records and the id each one must be accounted under.
+    """
+    rows = [
+        json.loads(line) for line in sample_feed_path().read_text().splitlines() if line.strip()
+    ]
+    records: list[Record] = []
+    ids: list[str] = []
+    bad = itertools.cycle(BAD_INPUTS)
+    good = itertools.cycle(rows)
+    for n in range(count):
+        item_id = f"demo-{n:06d}"
+        if n % BAD_EVERY == BAD_EVERY - 1:
+            template = next(bad)
+            value = template.replace(b"%s", item_id.encode()) if b"%s" in template else template
+            records.append((item_id.encode(), value))
+        else:
+            row = dict(next(good))
+            row["id"] = item_id
+            records.append((item_id.encode(), json.dumps(row, ensure_ascii=False).encode()))
+        ids.append(item_id)
+    return records, ids
+
+
+def worker_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment of one worker subprocess."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "FEEDPULSE_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "FEEDPULSE_METRICS_PORT": "0",
+            "FEEDPULSE_MODEL_REPOSITORY": str(Path(settings.model_repository).resolve()),
+            "FEEDPULSE_TOPIC_PARTITIONS": str(settings.topic_partitions),
+            "FEEDPULSE_MAX_BATCH": str(settings.max_batch),
+            "FEEDPULSE_MAX_WAIT_MS": str(settings.max_wait_ms),
+            "FEEDPULSE_MODEL_VARIANT": settings.model_variant,
+        }
+    )
+    return [sys.executable, "-m", "streams", "worker"], env
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100), or None without data."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1])
+
+
+def summarize(audit: Audit, ids: list[str], published_at: float, model: str) -> dict[str, Any]:
+    """The one-line JSON summary of a run."""
+    wanted = set(ids)
+    labeled = len(set(audit.labeled) & wanted)
+    dead = len(set(audit.dead_lettered) & wanted - set(audit.labeled))
+    elapsed = ((audit.last_output_ms or 0) / 1000 - published_at) if audit.last_output_ms else 0.0
+    p50 = percentile(audit.latencies_ms, 50)
+    p99 = percentile(audit.latencies_ms, 99)
+    return {
+        "published": len(ids),
+        "labeled": labeled,
+        "dead_lettered": dead,
+        "lost": len(ids) - labeled - dead,
+        "duplicates": audit.duplicates(),
+        "throughput_msgs_per_s": round((labeled + dead) / elapsed, 1) if elapsed > 0 else None,
+        "latency_ms_p50": round(p50, 1) if p50 is not None else None,
+        "latency_ms_p99": round(p99, 1) if p99 is not None else None,
+        "model": model,
+    }
+
+
+def _live_view(audit: Audit, progress: Progress, task: Any) -> Group:
+    table = Table(title="latest labeled items", expand=True, show_lines=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("sentiment", no_wrap=True)
+    table.add_column("topic", no_wrap=True)
+    table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
+    for doc in audit.samples[-8:]:
+        s, t = doc["labels"]["sentiment"], doc["labels"]["topic"]
+        colour = {"negative": "red", "positive": "green"}.get(s["label"], "yellow")
+        table.add_row(
+            doc["id"],
+            f"[{colour}]{s['label']}[/] {s['score']:.2f}",
+            f"{t['label']} {t['score']:.2f}",
+            doc["text"],
+        )
+    progress.update(
+        task,
+        completed=len(audit.accounted()),
+        description=f"labeled {len(audit.labeled)}  dead-lettered {len(audit.dead_lettered)}",
+    )
+    return Group(table, progress)
+
+
+async def run_demo(
+    settings: Settings, *, count: int, workers: int, rate: float, console: Console
+) -> dict[str, Any]:
+    """Run the whole pipeline on the embedded broker and return the summary."""
+    from serving.model_store import ModelNotFoundError, load_version
+
+    try:
+        model = load_version(settings.model_repository, settings.model_name, settings.model_version)
+    except ModelNotFoundError:
+        console.print("[bold]No model yet:[/] training the default heads (one-off, about a minute)")
+        from streams.training import train_and_export
+
+        train_and_export(settings, console=console)
+        model = load_version(settings.model_repository, settings.model_name, settings.model_version)
+    model_label = f"{model.name}/{model.version} ({settings.model_variant})"
+
+    logs = Path(tempfile.mkdtemp(prefix="feedpulse-demo-"))
+    with EmbeddedBroker(log_path=logs / "broker.log") as broker:
+        settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+        console.print(f"embedded broker on {broker.bootstrap_servers} (logs in {logs})")
+        await ensure_topics(settings, pipeline_topics(settings))
+        procs = _start_workers(settings, workers, logs)
+        try:
+            records, ids = demo_records(count)
+            progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=console
+            )
+            task = progress.add_task("waiting for workers", total=count)
+            with Live(console=console, refresh_per_second=8, transient=False) as live:
+                audit_task = asyncio.create_task(
+                    audit_outputs(
+                        settings,
+                        ids,
+                        timeout_s=120 + count / 20,
+                        on_record=lambda a, _r: live.update(_live_view(a, progress, task)),
+                    )
+                )
+                published_at = time.time()
+                await publish(settings, records, rate=rate)
+                audit = await audit_task
+                live.update(_live_view(audit, progress, task))
+        finally:
+            _stop_workers(procs, console)
+    return summarize(audit, ids, published_at, model_label)
+
+
+def _start_workers(settings: Settings, workers: int, logs: Path) -> list[subprocess.Popen[bytes]]:
+    cmd, env = worker_command(settings)
+    procs = []
+    for n in range(workers):
+        with open(logs / f"worker-{n}.log", "wb") as log_file:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _stop_workers(procs: list[subprocess.Popen[bytes]], console: Console) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            console.print(f"[red]worker {proc.pid} did not stop in 30s; killing it[/]")
+            proc.kill()
+            proc.wait()

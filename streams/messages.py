@@ -1,0 +1,204 @@
+"""Input validation: raw Kafka bytes -> a feed item, or a rejection with a reason."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Reasons a message goes to the dead-letter topic; stable strings (metrics labels, headers).
+EMPTY_MESSAGE = "empty_message"
+MESSAGE_TOO_LARGE = "message_too_large"
+UNDECODABLE_BYTES = "undecodable_bytes"
+INVALID_JSON = "invalid_json"
+JSON_TOO_DEEP = "json_too_deep"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_TEXT = "missing_text"
+TEXT_NOT_STRING = "text_not_string"
+EMPTY_TEXT = "empty_text"
+TEXT_TOO_LONG = "text_too_long"
+INVALID_FIELD = "invalid_field"
+CLASSIFY_FAILED = "classify_failed"
+REASONS = (
+    EMPTY_MESSAGE,
+    MESSAGE_TOO_LARGE,
+    UNDECODABLE_BYTES,
+    INVALID_JSON,
+    JSON_TOO_DEEP,
+    NOT_AN_OBJECT,
+    MISSING_TEXT,
+    TEXT_NOT_STRING,
+    EMPTY_TEXT,
+    TEXT_TOO_LONG,
+    INVALID_FIELD,
+    CLASSIFY_FAILED,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard input limits, checked before the expensive work."""
+
+    max_message_bytes: int = 1_048_576
+    max_text_chars: int = 20_000
+    max_json_depth: int = 16
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a record came from in Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+
+    @property
+    def derived_id(self) -> str:
+        """The id of an input that carries none."""
+        return f"{self.topic}-{self.partition}-{self.offset}"
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """A valid input, ready to classify."""
+
+    id: str
+    text: str
+    origin: Origin
+    source: str | None = None
+    ts: Any = None
+    meta: dict[str, Any] | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An input that cannot be classified: it goes to the dead-letter topic."""
+
+    id: str
+    reason: str
+    error: str
+    origin: Origin
+
+
+def json_depth_exceeds(raw: str, limit: int) -> bool:
+    """True when brackets nest deeper than `limit` (strings are skipped; no parse needed)."""
+    if raw.count("{") + raw.count("[") <= limit:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for ch in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "}]":
+            depth -= 1
+    return False
+
+
+def parse_record(value: bytes | None, origin: Origin, limits: Limits) -> FeedItem | Rejection:
+    """Validate one record value.
+
+    A value whose first non-blank character is `{` or `[` must be a JSON object with a
+    string `text`; anything else is taken as plain UTF-8 text.
+    """
+
+    def reject(reason: str, error: str, item_id: str | None = None) -> Rejection:
+        return Rejection(item_id or origin.derived_id, reason, error, origin)
+
+    if not value:
+        return reject(EMPTY_MESSAGE, "record has no value")
+    if len(value) > limits.max_message_bytes:
+        return reject(
+            MESSAGE_TOO_LARGE,
+            f"{len(value)} bytes exceeds the {limits.max_message_bytes}-byte limit",
+        )
+    try:
+        raw = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return reject(UNDECODABLE_BYTES, f"not valid UTF-8: {exc}")
+    stripped = raw.lstrip()
+    if not stripped.startswith(("{", "[")):
+        return _item_from_text(raw, origin, limits) or reject(EMPTY_TEXT, "text is empty or blank")
+    if json_depth_exceeds(stripped, limits.max_json_depth):
+        return reject(JSON_TOO_DEEP, f"JSON nests deeper than {limits.max_json_depth} levels")
+    try:
+        obj = json.loads(stripped)
+    except (ValueError, RecursionError) as exc:
+        return reject(INVALID_JSON, f"invalid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return reject(NOT_AN_OBJECT, f"JSON value is a {type(obj).__name__}, expected an object")
+    return _item_from_object(obj, origin, limits, reject)
+
+
+def _item_from_text(raw: str, origin: Origin, limits: Limits) -> FeedItem | Rejection | None:
+    if not raw.strip():
+        return None
+    if len(raw) > limits.max_text_chars:
+        return Rejection(
+            origin.derived_id,
+            TEXT_TOO_LONG,
+            f"text has {len(raw)} characters, limit {limits.max_text_chars}",
+            origin,
+        )
+    return FeedItem(id=origin.derived_id, text=raw, origin=origin)
+
+
+def _item_from_object(
+    obj: dict[str, Any],
+    origin: Origin,
+    limits: Limits,
+    reject: Callable[[str, str, str | None], Rejection],
+) -> FeedItem | Rejection:
+    raw_id = obj.get("id")
+    if raw_id is None:
+        item_id = origin.derived_id
+    elif isinstance(raw_id, str) and raw_id.strip():
+        item_id = raw_id
+    elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
+        item_id = str(raw_id)
+    else:
+        return reject(
+            INVALID_FIELD, f"'id' must be a non-empty string or an integer, got {raw_id!r}", None
+        )
+    if "text" not in obj or obj["text"] is None:
+        return reject(MISSING_TEXT, "object has no 'text' field", item_id)
+    text = obj["text"]
+    if not isinstance(text, str):
+        return reject(
+            TEXT_NOT_STRING, f"'text' is a {type(text).__name__}, expected a string", item_id
+        )
+    if not text.strip():
+        return reject(EMPTY_TEXT, "text is empty or blank", item_id)
+    if len(text) > limits.max_text_chars:
+        return reject(
+            TEXT_TOO_LONG,
+            f"text has {len(text)} characters, limit {limits.max_text_chars}",
+            item_id,
+        )
+    source = obj.get("source")
+    if source is not None and not isinstance(source, str):
+        return reject(
+            INVALID_FIELD, f"'source' must be a string, got {type(source).__name__}", item_id
+        )
+    meta = obj.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        return reject(
+            INVALID_FIELD, f"'meta' must be an object, got {type(meta).__name__}", item_id
+        )
+    ts = obj.get("ts")
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, str | int | float)):
+        return reject(INVALID_FIELD, f"'ts' must be a string or a number, got {ts!r}", item_id)
+    return FeedItem(id=item_id, text=text, origin=origin, source=source, ts=ts, meta=meta)

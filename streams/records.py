@@ -1,0 +1,76 @@
+"""Output records: the labeled JSON on `feeds.labeled`, and dead letters on `feeds.dlq`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from serving.contract import ModelInfo, Prediction
+from streams.messages import FeedItem, Origin, Rejection
+
+Headers = list[tuple[str, bytes]]
+DLQ_HEADER_PREFIX = "feedpulse."
+
+
+def output_key(item_id: str, origin: Origin) -> bytes:
+    """Keep the input's key so per-key order holds downstream; else key by id."""
+    return origin.key if origin.key is not None else item_id.encode()
+
+
+def labeled_value(
+    item: FeedItem,
+    prediction: Prediction,
+    model: ModelInfo,
+    timestamps: dict[str, float],
+    worker: str,
+) -> bytes:
+    """The JSON document published for one classified item."""
+    doc: dict[str, Any] = {
+        "id": item.id,
+        "source": item.source,
+        "ts": item.ts,
+        "text": item.text,
+        "truncated": prediction.truncated,
+        "labels": {
+            name: {"label": p.label, "score": p.score, "scores": p.scores}
+            for name, p in prediction.tasks.items()
+        },
+        "model": {"name": model.name, "version": model.version, "variant": model.variant},
+        "input": {
+            "topic": item.origin.topic,
+            "partition": item.origin.partition,
+            "offset": item.origin.offset,
+            "timestamp_ms": item.origin.timestamp_ms,
+        },
+        "timestamps": {k: round(v, 3) for k, v in timestamps.items()},
+        "worker": worker,
+    }
+    if item.meta is not None:
+        doc["meta"] = item.meta
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def dead_letter_headers(rejection: Rejection, stage: str) -> Headers:
+    """Why and where from, as headers; the record value stays the original bytes."""
+    o = rejection.origin
+    fields = {
+        "id": rejection.id,
+        "reason": rejection.reason,
+        "error": rejection.error,
+        "stage": stage,
+        "source.topic": o.topic,
+        "source.partition": str(o.partition),
+        "source.offset": str(o.offset),
+    }
+    return [(DLQ_HEADER_PREFIX + k, v.encode()) for k, v in fields.items()]
+
+
+def decode_headers(headers: Any) -> dict[str, str]:
+    """Headers of a consumed record as a str -> str dict (undecodable values repr'd)."""
+    out: dict[str, str] = {}
+    for key, value in headers or ():
+        try:
+            out[key] = value.decode() if value is not None else ""
+        except UnicodeDecodeError:
+            out[key] = repr(value)
+    return out

@@ -1,0 +1,46 @@
+"""Wiring: build the collaborators from the settings and run a worker until signalled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import CollectorRegistry
+
+from serving.contract import Classifier
+from serving.model_store import load_version
+from serving.onnx_backend import OnnxClassifier
+from streams.metrics import WorkerMetrics, serve_metrics
+from streams.settings import Settings
+from streams.worker import ClassifyWorker
+
+log = logging.getLogger(__name__)
+
+
+def open_classifier(settings: Settings) -> Classifier:
+    """The inference backend the settings ask for (the in-process ONNX model by default)."""
+    model = load_version(settings.model_repository, settings.model_name, settings.model_version)
+    return OnnxClassifier(model, variant=settings.model_variant, threads=settings.inference_threads)
+
+
+async def run_worker(settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    """Run one classify worker until SIGTERM/SIGINT, then finish the batch, commit and leave."""
+    registry = registry or CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    port = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
+    if port:
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    classifier = open_classifier(settings)
+    info = classifier.info
+    log.info("serving %s version %s (%s)", info.name, info.version, info.variant)
+    worker = ClassifyWorker(settings, classifier, metrics)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await classifier.close()

@@ -1,0 +1,78 @@
+"""The one settings object: built from `FEEDPULSE_*` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of feedpulse. Nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FEEDPULSE_", frozen=True, extra="forbid")
+
+    # Kafka
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    input_topic: str = "feeds.raw"
+    output_topic: str = "feeds.labeled"
+    dlq_topic: str = "feeds.dlq"
+    group_id: str = "feedpulse-classify"
+    topic_partitions: int = Field(4, ge=1)
+    topic_replication: int = Field(1, ge=1)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(10_000, ge=1000)
+
+    # Micro-batching
+    max_batch: int = Field(32, ge=1)
+    max_wait_ms: int = Field(50, ge=0)
+
+    # Input limits (checked before any expensive parsing)
+    max_message_bytes: int = Field(1_048_576, ge=1)
+    max_text_chars: int = Field(20_000, ge=1)
+    max_json_depth: int = Field(16, ge=1)
+
+    # Model
+    model_repository: Path = Path("triton_models")
+    model_name: str = "feedpulse_classifier"
+    model_version: int | None = None
+    model_variant: Literal["int8", "fp32"] = "int8"
+    base_model: str | None = None
+    max_length: int = Field(128, ge=8)
+    inference_threads: int = Field(0, ge=0)
+
+    # Embedded broker
+    broker_listen: str = "127.0.0.1:9092"
+
+    # Prometheus metrics endpoint; port 0 turns it off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9400, ge=0, le=65535)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment, with explicit (non-None) overrides on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def kafka_client_options(settings: Settings) -> dict[str, Any]:
+    """Connection and security options shared by every Kafka client feedpulse creates."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        options["ssl_context"] = create_ssl_context()
+    return options

@@ -1,0 +1,309 @@
+"""The classify worker: consume -> validate -> micro-batch -> classify -> produce -> commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from serving.contract import Classifier, InferenceError, Prediction
+from streams.messages import (
+    CLASSIFY_FAILED,
+    FeedItem,
+    Limits,
+    Origin,
+    Rejection,
+    parse_record,
+)
+from streams.metrics import WorkerMetrics
+from streams.records import dead_letter_headers, labeled_value, output_key
+from streams.settings import Settings, kafka_client_options
+from streams.topics import ensure_topics, pipeline_topics
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 500
+PRODUCE_ATTEMPTS = 5
+MAX_BACKOFF_S = 5.0
+# Room for our JSON envelope and headers on top of the largest accepted input.
+OUTPUT_OVERHEAD_BYTES = 64 * 1024
+
+
+class ProduceFailedError(RuntimeError):
+    """Outputs could not be acknowledged; the batch stays uncommitted and will be redelivered."""
+
+
+@dataclass
+class Outcome:
+    """What happened to one consumed batch."""
+
+    labeled: int = 0
+    dead_lettered: int = 0
+    committed: bool = False
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Let the batch in flight finish and commit before partitions move."""
+
+    def __init__(self, worker: ClassifyWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self._worker.batch_lock:
+            log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+        self._worker.assigned.clear()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
+        if assigned:
+            self._worker.assigned.set()
+
+
+class ClassifyWorker:
+    """One member of the classify consumer group."""
+
+    def __init__(self, settings: Settings, classifier: Classifier, metrics: WorkerMetrics) -> None:
+        self.settings = settings
+        self.classifier = classifier
+        self.metrics = metrics
+        self.limits = Limits(
+            max_message_bytes=settings.max_message_bytes,
+            max_text_chars=settings.max_text_chars,
+            max_json_depth=settings.max_json_depth,
+        )
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.batch_lock = asyncio.Lock()
+        self.assigned = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def stop(self) -> None:
+        """Ask the worker to finish the batch in flight, commit and leave the group."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until `stop()`; raises ProduceFailedError if outputs cannot be acknowledged."""
+        s = self.settings
+        await ensure_topics(s, pipeline_topics(s))
+        common = {**kafka_client_options(s), "client_id": f"feedpulse-{self.worker_id}"}
+        consumer = AIOKafkaConsumer(
+            **common,
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=s.auto_offset_reset,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=max(500, s.session_timeout_ms // 5),
+            max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes),
+        )
+        producer = AIOKafkaProducer(
+            **common,
+            acks="all",
+            linger_ms=5,
+            max_request_size=s.max_message_bytes + OUTPUT_OVERHEAD_BYTES,
+        )
+        consumer.subscribe([s.input_topic], listener=_Rebalance(self))
+        await producer.start()
+        try:
+            await consumer.start()
+            self._consumer, self._producer = consumer, producer
+            log.info(
+                "worker started: %s -> %s (group %s)", s.input_topic, s.output_topic, s.group_id
+            )
+            while not self._stop.is_set():
+                async with self.batch_lock:
+                    records = await self._collect(consumer)
+                    if records:
+                        await self._process(records)
+        finally:
+            # Leaving the group (consumer.stop) hands our partitions over at once.
+            await consumer.stop()
+            await producer.stop()
+            log.info("worker stopped")
+
+    async def _collect(self, consumer: AIOKafkaConsumer) -> list[Any]:
+        """Gather up to `max_batch` records, flushing `max_wait_ms` after the first arrives."""
+        s = self.settings
+        records: list[Any] = []
+        deadline: float | None = None
+        while len(records) < s.max_batch:
+            if deadline is None:
+                timeout_ms = IDLE_POLL_MS
+            else:
+                timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            got = await consumer.getmany(
+                timeout_ms=timeout_ms, max_records=s.max_batch - len(records)
+            )
+            for recs in got.values():
+                records.extend(recs)
+            if not records:
+                return records  # idle: give the loop a chance to see stop()
+            if deadline is None:
+                deadline = time.monotonic() + s.max_wait_ms / 1000
+            if time.monotonic() >= deadline:
+                break
+        return records
+
+    async def _process(self, records: Sequence[Any]) -> Outcome:
+        """Validate, classify, produce, await acknowledgements, then commit."""
+        consumed_at = time.time()
+        self.metrics.consumed.inc(len(records))
+        values: dict[tuple[str, int, int], bytes | None] = {}
+        items: list[FeedItem] = []
+        rejections: list[tuple[Rejection, str]] = []
+        for rec in records:
+            origin = Origin(rec.topic, rec.partition, rec.offset, rec.key, rec.timestamp)
+            values[(rec.topic, rec.partition, rec.offset)] = rec.value
+            parsed = parse_record(rec.value, origin, self.limits)
+            if isinstance(parsed, Rejection):
+                rejections.append((parsed, "validate"))
+            else:
+                items.append(parsed)
+
+        classified, failed = await self._classify(items)
+        rejections.extend((r, "classify") for r in failed)
+        classified_at = time.time()
+
+        model = self.classifier.info
+        outputs: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]] = []
+        for item, pred in classified:
+            stamps = {"consumed": consumed_at, "classified": classified_at}
+            value = labeled_value(item, pred, model, stamps, self.worker_id)
+            outputs.append(
+                (self.settings.output_topic, output_key(item.id, item.origin), value, None)
+            )
+        for rej, stage in rejections:
+            o = rej.origin
+            outputs.append(
+                (
+                    self.settings.dlq_topic,
+                    output_key(rej.id, o),
+                    values[(o.topic, o.partition, o.offset)],
+                    dead_letter_headers(rej, stage),
+                )
+            )
+        await self._produce_all(outputs)
+        acked_at = time.time()
+
+        outcome = Outcome(labeled=len(classified), dead_lettered=len(rejections))
+        outcome.committed = await self._commit(records)
+        self._record_metrics(records, classified, rejections, acked_at)
+        return outcome
+
+    async def _classify(
+        self, items: Sequence[FeedItem]
+    ) -> tuple[list[tuple[FeedItem, Prediction]], list[Rejection]]:
+        """Classify the batch; retriable errors are retried, others fall back item by item."""
+        if not items:
+            return [], []
+        texts = [it.text for it in items]
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            try:
+                preds = await self.classifier.classify(texts)
+                self.metrics.inference_seconds.observe(time.perf_counter() - started)
+                self.metrics.batch_size.observe(len(items))
+                return list(zip(items, preds, strict=True)), []
+            except InferenceError as exc:
+                if not exc.retriable:
+                    log.warning("batch of %d failed (%s): classifying one by one", len(items), exc)
+                    break
+                attempt += 1
+                self.metrics.retries.labels("classify").inc()
+                delay = min(MAX_BACKOFF_S, 0.1 * 2**attempt)
+                log.warning("inference unavailable (%s); retry %d in %.1fs", exc, attempt, delay)
+                await asyncio.sleep(delay)
+        return await self._classify_one_by_one(items)
+
+    async def _classify_one_by_one(
+        self, items: Sequence[FeedItem]
+    ) -> tuple[list[tuple[FeedItem, Prediction]], list[Rejection]]:
+        done: list[tuple[FeedItem, Prediction]] = []
+        failed: list[Rejection] = []
+        for item in items:
+            try:
+                (pred,) = await self.classifier.classify([item.text])
+                done.append((item, pred))
+            except Exception as exc:  # one poisoned item must not stop the stream
+                failed.append(Rejection(item.id, CLASSIFY_FAILED, str(exc), item.origin))
+        return done, failed
+
+    async def _produce_all(
+        self, outputs: Sequence[tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]]
+    ) -> None:
+        """Send every output and wait for the broker's acknowledgement of each."""
+        assert self._producer is not None
+        pending = list(outputs)
+        for attempt in range(1, PRODUCE_ATTEMPTS + 1):
+            futures = [
+                await self._producer.send(topic, value=value, key=key, headers=headers)
+                for topic, key, value, headers in pending
+            ]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            errors = [
+                (out, r)
+                for out, r in zip(pending, results, strict=True)
+                if isinstance(r, BaseException)
+            ]
+            if not errors:
+                return
+            pending = [out for out, _ in errors]
+            self.metrics.retries.labels("produce").inc()
+            log.warning(
+                "%d outputs not acknowledged (%s); attempt %d", len(pending), errors[0][1], attempt
+            )
+            await asyncio.sleep(min(MAX_BACKOFF_S, 0.2 * 2**attempt))
+        raise ProduceFailedError(
+            f"{len(pending)} outputs unacknowledged after {PRODUCE_ATTEMPTS} attempts"
+        )
+
+    async def _commit(self, records: Sequence[Any]) -> bool:
+        """Commit the next offset of every partition the batch covered."""
+        assert self._consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+            return True
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # The partitions moved on: the new owner re-reads these (duplicates, never a loss).
+            self.metrics.commit_failures.inc()
+            log.warning("commit failed, batch will be redelivered: %s", exc)
+            return False
+
+    def _record_metrics(
+        self,
+        records: Sequence[Any],
+        classified: Sequence[tuple[FeedItem, Prediction]],
+        rejections: Sequence[tuple[Rejection, str]],
+        acked_at: float,
+    ) -> None:
+        m = self.metrics
+        m.labeled.inc(len(classified))
+        for item, pred in classified:
+            if pred.truncated:
+                m.truncated.inc()
+            if item.origin.timestamp_ms:
+                m.end_to_end_seconds.observe(max(0.0, acked_at - item.origin.timestamp_ms / 1000))
+        for rej, _ in rejections:
+            m.dead_lettered.labels(rej.reason).inc()
+        assert self._consumer is not None
+        last: dict[TopicPartition, int] = {}
+        for rec in records:
+            last[TopicPartition(rec.topic, rec.partition)] = rec.offset
+        for tp, offset in last.items():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                m.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - offset - 1))

@@ -1,0 +1,132 @@
+"""Shared fixtures: a real embedded broker, a model built once per session, settings factories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving.export import export_version
+from serving.model_store import ModelVersion
+from serving.multihead import MultiHeadModel, default_checkpoint
+from serving.train_heads import train_heads
+from streams.broker import EmbeddedBroker
+from streams.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+class BuiltModel:
+    """The session's trained PyTorch model, its tokenizer, report and exported version."""
+
+    def __init__(
+        self, model: MultiHeadModel, tokenizer: Any, report: dict[str, Any], version: ModelVersion
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.report = report
+        self.version = version
+
+    @property
+    def repository(self) -> Path:
+        return self.version.path.parent.parent
+
+
+@pytest.fixture(scope="session")
+def built_model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
+    """Train the default heads on the shipped seed data and export them, once per session."""
+    repo = tmp_path_factory.mktemp("model-repo")
+    model, tokenizer, report = train_heads(max_length=128)
+    version = export_version(
+        model,
+        tokenizer,
+        repository=repo,
+        name="feedpulse_classifier",
+        max_length=128,
+        base_checkpoint=default_checkpoint(),
+        metrics=report,
+    )
+    return BuiltModel(model, tokenizer, report, version)
+
+
+@pytest.fixture
+def broker_factory() -> Iterator[Callable[[], EmbeddedBroker]]:
+    """Start real Tansu brokers on free loopback ports; all stopped at teardown."""
+    started: list[EmbeddedBroker] = []
+
+    def start() -> EmbeddedBroker:
+        broker = EmbeddedBroker().start()
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(broker_factory: Callable[[], EmbeddedBroker]) -> EmbeddedBroker:
+    """One real broker for this test."""
+    return broker_factory()
+
+
+@pytest.fixture
+def settings_factory(built_model: BuiltModel) -> Callable[..., Settings]:
+    """Settings for a test: unique topics and group, the session model, metrics off."""
+
+    def make(broker: EmbeddedBroker, **overrides: Any) -> Settings:
+        tag = uuid.uuid4().hex[:8]
+        values: dict[str, Any] = {
+            "bootstrap_servers": broker.bootstrap_servers,
+            "input_topic": f"raw-{tag}",
+            "output_topic": f"labeled-{tag}",
+            "dlq_topic": f"dlq-{tag}",
+            "group_id": f"group-{tag}",
+            "model_repository": built_model.repository,
+            "metrics_port": 0,
+            "topic_partitions": 4,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that hands `settings` to a `feedpulse` subprocess."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if not hasattr(value, "get_secret_value"):
+            env[f"FEEDPULSE_{name.upper()}"] = str(value)
+    return env
+
+
+@pytest.fixture
+def process_factory(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `python -m streams ...` subprocesses with given settings; all killed at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings, *args: str, log_name: str = "proc") -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"{log_name}-{len(procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", *args],
+            env=settings_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

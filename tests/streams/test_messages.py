@@ -1,0 +1,96 @@
+"""Input validation: every kind of bad input gets its own reason; good input parses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streams import messages as m
+
+ORIGIN = m.Origin("feeds.raw", 2, 17, key=None, timestamp_ms=1)
+LIMITS = m.Limits(max_message_bytes=2000, max_text_chars=500, max_json_depth=5)
+
+
+def parse(value: bytes | None) -> m.FeedItem | m.Rejection:
+    return m.parse_record(value, ORIGIN, LIMITS)
+
+
+def test_json_object_with_all_fields() -> None:
+    doc = {"id": "a1", "text": "Markets rally", "source": "wire", "ts": 12.5, "meta": {"k": 1}}
+    item = parse(json.dumps(doc).encode())
+    assert isinstance(item, m.FeedItem)
+    assert (item.id, item.text, item.source, item.ts, item.meta) == (
+        "a1",
+        "Markets rally",
+        "wire",
+        12.5,
+        {"k": 1},
+    )
+
+
+def test_missing_id_is_derived_from_topic_partition_offset() -> None:
+    item = parse(b'{"text": "hello world"}')
+    assert isinstance(item, m.FeedItem)
+    assert item.id == "feeds.raw-2-17"
+
+
+def test_integer_id_becomes_a_string() -> None:
+    item = parse(b'{"id": 7, "text": "x y"}')
+    assert isinstance(item, m.FeedItem) and item.id == "7"
+
+
+def test_plain_text_is_accepted_verbatim() -> None:
+    item = parse("Stocks slide as rates rise 📉".encode())
+    assert isinstance(item, m.FeedItem)
+    assert item.text == "Stocks slide as rates rise 📉"
+    assert item.id == "feeds.raw-2-17"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, m.EMPTY_MESSAGE),
+        (b"", m.EMPTY_MESSAGE),
+        (b"x" * 2001, m.MESSAGE_TOO_LARGE),
+        (b"\xff\xfe\xfa", m.UNDECODABLE_BYTES),
+        (b'{"text": "unterminated', m.INVALID_JSON),
+        (b"[1, 2, 3]", m.NOT_AN_OBJECT),
+        (b'{"a": ' * 6 + b"1" + b"}" * 6, m.JSON_TOO_DEEP),
+        (b'{"id": "q"}', m.MISSING_TEXT),
+        (b'{"id": "q", "text": null}', m.MISSING_TEXT),
+        (b'{"id": "q", "text": 5}', m.TEXT_NOT_STRING),
+        (b'{"id": "q", "text": ["a"]}', m.TEXT_NOT_STRING),
+        (b'{"id": "q", "text": ""}', m.EMPTY_TEXT),
+        (b'{"id": "q", "text": " \\n\\t "}', m.EMPTY_TEXT),
+        (b"   \n\t ", m.EMPTY_TEXT),
+        (json.dumps({"id": "q", "text": "w" * 501}).encode(), m.TEXT_TOO_LONG),
+        (b"w" * 501, m.TEXT_TOO_LONG),
+        (b'{"id": {"x": 1}, "text": "ok"}', m.INVALID_FIELD),
+        (b'{"id": true, "text": "ok"}', m.INVALID_FIELD),
+        (b'{"text": "ok", "source": 3}', m.INVALID_FIELD),
+        (b'{"text": "ok", "meta": "str"}', m.INVALID_FIELD),
+        (b'{"text": "ok", "ts": {"a": 1}}', m.INVALID_FIELD),
+    ],
+)
+def test_bad_input_is_rejected_with_its_reason(value: bytes | None, reason: str) -> None:
+    result = parse(value)
+    assert isinstance(result, m.Rejection), result
+    assert result.reason == reason
+    assert result.error
+    assert result.origin == ORIGIN
+
+
+def test_rejection_keeps_a_valid_input_id() -> None:
+    result = parse(b'{"id": "keep-me", "text": ""}')
+    assert isinstance(result, m.Rejection) and result.id == "keep-me"
+
+
+def test_depth_check_ignores_brackets_inside_strings() -> None:
+    text = "{[" * 50
+    item = parse(json.dumps({"text": text}).encode())
+    assert isinstance(item, m.FeedItem) and item.text == text
+
+
+def test_every_reason_is_listed() -> None:
+    assert len(set(m.REASONS)) == len(m.REASONS)
