@@ -1,17 +1,26 @@
-"""Account for published ids on the output and dead-letter topics (demo, tests, benchmarks)."""
+"""Account for published inputs on the output and dead-letter topics (demo, tests, benchmarks).
+
+Inputs are tracked two ways: by id, and by input position (partition, offset), which
+every output and dead letter records. Positions account for inputs whose id could not
+be read (undecodable bytes, invalid JSON) without knowing the derived id in advance.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from streams.records import DLQ_HEADER_PREFIX, decode_headers
 from streams.settings import Settings
 from streams.tail import read_topics
+
+Position = tuple[int, int]
+Key = Literal["id", "position"]
 
 
 @dataclass
@@ -20,20 +29,25 @@ class Audit:
 
     labeled: Counter[str] = field(default_factory=Counter)
     dead_lettered: Counter[str] = field(default_factory=Counter)
+    labeled_at: Counter[Position] = field(default_factory=Counter)
+    dead_lettered_at: Counter[Position] = field(default_factory=Counter)
     reasons: dict[str, str] = field(default_factory=dict)
+    reasons_at: dict[Position, str] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     first_output_ms: int | None = None
     last_output_ms: int | None = None
     models: Counter[str] = field(default_factory=Counter)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
-    def accounted(self) -> set[str]:
-        """Ids seen on either topic."""
+    def accounted(self, by: Key = "id") -> set[Any]:
+        """Ids (or input positions) seen on either topic."""
+        if by == "position":
+            return set(self.labeled_at) | set(self.dead_lettered_at)
         return set(self.labeled) | set(self.dead_lettered)
 
-    def missing(self, expected: Collection[str]) -> set[str]:
-        """Expected ids seen on neither topic."""
-        return set(expected) - self.accounted()
+    def missing(self, expected: Collection[Any], by: Key = "id") -> set[Any]:
+        """Expected ids (or positions) seen on neither topic."""
+        return set(expected) - self.accounted(by)
 
     def duplicates(self) -> int:
         """Extra deliveries beyond the first, on both topics."""
@@ -51,10 +65,18 @@ class Audit:
             headers = decode_headers(rec.headers)
             item_id = headers.get(DLQ_HEADER_PREFIX + "id", "?")
             self.dead_lettered[item_id] += 1
-            self.reasons[item_id] = headers.get(DLQ_HEADER_PREFIX + "reason", "?")
+            position = (
+                int(headers.get(DLQ_HEADER_PREFIX + "source.partition", -1)),
+                int(headers.get(DLQ_HEADER_PREFIX + "source.offset", -1)),
+            )
+            self.dead_lettered_at[position] += 1
+            self.reasons[item_id] = self.reasons_at[position] = headers.get(
+                DLQ_HEADER_PREFIX + "reason", "?"
+            )
             return
         doc = json.loads(rec.value)
         self.labeled[doc["id"]] += 1
+        self.labeled_at[(doc["input"]["partition"], doc["input"]["offset"])] += 1
         model = doc["model"]
         self.models[f"{model['name']}/{model['version']} ({model['variant']})"] += 1
         published_ms = doc["input"].get("timestamp_ms")
@@ -66,18 +88,22 @@ class Audit:
 
 async def audit_outputs(
     settings: Settings,
-    expected: Collection[str],
+    expected: Collection[Any] | asyncio.Future[Any],
     *,
+    by: Key = "id",
     timeout_s: float,
     on_record: Callable[[Audit, Any], None] | None = None,
     settle_s: float = 0.0,
 ) -> Audit:
-    """Read the output and dead-letter topics until every expected id is seen or time runs out.
+    """Read the outputs and dead letters until every expected id (or position) is seen.
 
-    `settle_s` keeps reading that long after completeness, to catch late duplicates.
+    Gives up after `timeout_s`.
+
+    `expected` may be a future (a publish still running): completeness is judged once it
+    resolves. `settle_s` keeps reading that long after completeness, to catch late duplicates.
     """
     audit = Audit()
-    want = set(expected)
+    want: set[Any] | None = None if isinstance(expected, asyncio.Future) else set(expected)
     deadline = time.monotonic() + timeout_s
     complete_at: float | None = None
     topics = [settings.output_topic, settings.dlq_topic]
@@ -86,7 +112,9 @@ async def audit_outputs(
             audit.add(rec, settings)
             if on_record:
                 on_record(audit, rec)
-        if complete_at is None and not audit.missing(want):
+        if want is None and isinstance(expected, asyncio.Future) and expected.done():
+            want = set(expected.result())
+        if complete_at is None and want is not None and not audit.missing(want, by):
             complete_at = time.monotonic()
         if complete_at is not None and time.monotonic() - complete_at >= settle_s:
             break

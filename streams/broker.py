@@ -108,7 +108,7 @@ class EmbeddedBroker:
             raise BrokerError("broker not started")
         return self._proc.wait()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 2.0) -> None:
         """Stop the broker: SIGTERM, then SIGKILL if it lingers."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:

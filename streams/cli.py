@@ -173,7 +173,7 @@ def publish_cmd(
 
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task(f"publishing {file.name}", total=len(records))
-        sent = asyncio.run(
+        positions = asyncio.run(
             publish(
                 settings,
                 records,
@@ -182,7 +182,7 @@ def publish_cmd(
                 on_sent=lambda n: progress.update(task, completed=n),
             )
         )
-    err.print(f"published {sent} messages to {topic or settings.input_topic}")
+    err.print(f"published {len(positions)} messages to {topic or settings.input_topic}")
 
 
 @app.command()

@@ -21,11 +21,12 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from streams.audit import Audit, audit_outputs
+from streams.audit import Audit, Position, audit_outputs
 from streams.broker import EmbeddedBroker
 from streams.publish import Record, publish
 from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
+from streams.worker import READY_MARKER
 
 # Every kind of bad input, mixed into the demo feed so the dead-letter path shows too.
 BAD_INPUTS: tuple[bytes, ...] = (
@@ -43,16 +44,12 @@ def sample_feed_path() -> Path:
     return Path(str(resources.files("streams") / "samples" / "demo_feed.jsonl"))
 
 
-def demo_records(count: int) -> tuple[list[Record], list[str]]:
-    """`count` records cycling through the sample feed, with a bad one every BAD_EVERY.
-
-    Returns the records and the id each one must be accounted under.
-    """
+def demo_records(count: int) -> list[Record]:
+    """`count` records cycling through the sample feed, with a bad one every BAD_EVERY."""
     rows = [
         json.loads(line) for line in sample_feed_path().read_text().splitlines() if line.strip()
     ]
     records: list[Record] = []
-    ids: list[str] = []
     bad = itertools.cycle(BAD_INPUTS)
     good = itertools.cycle(rows)
     for n in range(count):
@@ -65,8 +62,7 @@ def demo_records(count: int) -> tuple[list[Record], list[str]]:
             row = dict(next(good))
             row["id"] = item_id
             records.append((item_id.encode(), json.dumps(row, ensure_ascii=False).encode()))
-        ids.append(item_id)
-    return records, ids
+    return records
 
 
 def worker_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
@@ -95,19 +91,21 @@ def percentile(values: list[float], q: float) -> float | None:
     return float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1])
 
 
-def summarize(audit: Audit, ids: list[str], published_at: float, model: str) -> dict[str, Any]:
-    """The one-line JSON summary of a run."""
-    wanted = set(ids)
-    labeled = len(set(audit.labeled) & wanted)
-    dead = len(set(audit.dead_lettered) & wanted - set(audit.labeled))
+def summarize(
+    audit: Audit, positions: list[Position], published_at: float, model: str
+) -> dict[str, Any]:
+    """The one-line JSON summary of a run, accounting each input by its position."""
+    wanted = set(positions)
+    labeled = len(set(audit.labeled_at) & wanted)
+    dead = len(set(audit.dead_lettered_at) & wanted - set(audit.labeled_at))
     elapsed = ((audit.last_output_ms or 0) / 1000 - published_at) if audit.last_output_ms else 0.0
     p50 = percentile(audit.latencies_ms, 50)
     p99 = percentile(audit.latencies_ms, 99)
     return {
-        "published": len(ids),
+        "published": len(positions),
         "labeled": labeled,
         "dead_lettered": dead,
-        "lost": len(ids) - labeled - dead,
+        "lost": len(positions) - labeled - dead,
         "duplicates": audit.duplicates(),
         "throughput_msgs_per_s": round((labeled + dead) / elapsed, 1) if elapsed > 0 else None,
         "latency_ms_p50": round(p50, 1) if p50 is not None else None,
@@ -162,27 +160,28 @@ async def run_demo(
         await ensure_topics(settings, pipeline_topics(settings))
         procs = _start_workers(settings, workers, logs)
         try:
-            records, ids = demo_records(count)
+            with console.status(f"starting {workers} worker(s) and joining the consumer group"):
+                await _wait_ready(procs, logs)
+            records = demo_records(count)
             progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=console
             )
-            task = progress.add_task("waiting for workers", total=count)
+            task = progress.add_task("waiting for the first labels", total=count)
             with Live(console=console, refresh_per_second=8, transient=False) as live:
-                audit_task = asyncio.create_task(
-                    audit_outputs(
-                        settings,
-                        ids,
-                        timeout_s=120 + count / 20,
-                        on_record=lambda a, _r: live.update(_live_view(a, progress, task)),
-                    )
-                )
+
+                def view(audit: Audit, _rec: Any = None) -> None:
+                    live.update(_live_view(audit, progress, task))
+
                 published_at = time.time()
-                await publish(settings, records, rate=rate)
-                audit = await audit_task
-                live.update(_live_view(audit, progress, task))
+                publishing = asyncio.ensure_future(publish(settings, records, rate=rate))
+                audit = await audit_outputs(
+                    settings, publishing, by="position", timeout_s=120 + count / 20, on_record=view
+                )
+                positions = await publishing
+                view(audit)
         finally:
             _stop_workers(procs, console)
-    return summarize(audit, ids, published_at, model_label)
+    return summarize(audit, positions, published_at, model_label)
 
 
 def _start_workers(settings: Settings, workers: int, logs: Path) -> list[subprocess.Popen[bytes]]:
@@ -192,6 +191,25 @@ def _start_workers(settings: Settings, workers: int, logs: Path) -> list[subproc
         with open(logs / f"worker-{n}.log", "wb") as log_file:
             procs.append(subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT))
     return procs
+
+
+async def _wait_ready(
+    procs: list[subprocess.Popen[bytes]], logs: Path, timeout_s: float = 90
+) -> None:
+    """Wait until every worker owns partitions (their logs say so), so timing starts warm."""
+    deadline = time.monotonic() + timeout_s
+    pending = set(range(len(procs)))
+    while pending:
+        for n in list(pending):
+            if procs[n].poll() is not None:
+                log = (logs / f"worker-{n}.log").read_text(errors="replace")
+                raise RuntimeError(f"worker {n} exited with {procs[n].returncode}:\n{log[-2000:]}")
+            text = (logs / f"worker-{n}.log").read_text(errors="replace")
+            if any(READY_MARKER in line and "[]" not in line for line in text.splitlines()):
+                pending.discard(n)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers {sorted(pending)} got no partitions in {timeout_s:.0f}s")
+        await asyncio.sleep(0.2)
 
 
 def _stop_workers(procs: list[subprocess.Popen[bytes]], console: Console) -> None:

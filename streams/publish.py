@@ -72,8 +72,11 @@ async def publish(
     topic: str | None = None,
     rate: float = 0.0,
     on_sent: Callable[[int], None] | None = None,
-) -> int:
-    """Send every record and wait for all acknowledgements; `rate` > 0 paces messages/s."""
+) -> list[tuple[int, int]]:
+    """Send every record and wait for all acknowledgements; `rate` > 0 paces messages/s.
+
+    Returns the (partition, offset) the broker assigned to each record, in order.
+    """
     producer = AIOKafkaProducer(
         **kafka_client_options(settings),
         acks="all",
@@ -94,7 +97,7 @@ async def publish(
                 ahead = started + sent / rate - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-        await asyncio.gather(*futures)
+        acks = await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    return sent
+    return [(meta.partition, meta.offset) for meta in acks]

@@ -32,6 +32,8 @@ from streams.topics import ensure_topics, pipeline_topics
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 500
+# Logged when the worker owns partitions; the demo waits for it before publishing.
+READY_MARKER = "partitions assigned:"
 PRODUCE_ATTEMPTS = 5
 MAX_BACKOFF_S = 5.0
 # Room for our JSON envelope and headers on top of the largest accepted input.
@@ -59,11 +61,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._worker.batch_lock:
-            log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+            log.info(
+                "partitions revoked: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked)
+            )
         self._worker.assigned.clear()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
+        log.info("%s %s", READY_MARKER, sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
         if assigned:
             self._worker.assigned.set()
 

@@ -35,36 +35,41 @@ HEADLINES = [
 ]
 
 
-def mixed_feed(n_good: int) -> tuple[list[Record], dict[str, str | None]]:
-    """Valid JSON, plain text (keyed so the id is predictable) and every bad kind.
+def mixed_feed(n_good: int) -> tuple[list[Record], list[str | None]]:
+    """Valid JSON, plain text, a text over the model window and every bad kind of input.
 
-    Returns the records and the expected outcome per id: None for labeled, else the reason.
+    Returns the records and, aligned with them, the expected outcome: None for labeled,
+    else the dead-letter reason.
     """
     records: list[Record] = []
-    expected: dict[str, str | None] = {}
+    outcomes: list[str | None] = []
     for i in range(n_good):
         item_id = f"good-{i}"
         doc = {"id": item_id, "text": HEADLINES[i % len(HEADLINES)], "source": "test"}
         records.append((item_id.encode(), json.dumps(doc).encode()))
-        expected[item_id] = None
+        outcomes.append(None)
     long_text = " ".join(["word"] * 400)  # over the 128-token window: truncated, not rejected
-    records.append((b"long-1", json.dumps({"id": "long-1", "text": long_text}).encode()))
-    expected["long-1"] = None
-    bad = {
-        "bad-json": (b'{"id": "bad-json", "text": "x"', m.INVALID_JSON),
-        "bad-missing": (b'{"id": "bad-missing", "title": "x"}', m.MISSING_TEXT),
-        "bad-type": (b'{"id": "bad-type", "text": 12}', m.TEXT_NOT_STRING),
-        "bad-empty": (b'{"id": "bad-empty", "text": "  "}', m.EMPTY_TEXT),
-        "bad-long": (
+    extra: list[tuple[bytes | None, bytes, str | None]] = [
+        (b"long-1", json.dumps({"id": "long-1", "text": long_text}).encode(), None),
+        (None, b"Plain text: shares of ACME surge after earnings beat", None),
+        (None, b'{"text": "keyless JSON without an id"}', None),
+        (None, b"\xff\xfe bad bytes", m.UNDECODABLE_BYTES),
+        (b"bad-json", b'{"id": "bad-json", "text": "x"', m.INVALID_JSON),
+        (b"bad-array", b"[1,2]", m.NOT_AN_OBJECT),
+        (b"bad-missing", b'{"id": "bad-missing", "title": "x"}', m.MISSING_TEXT),
+        (b"bad-type", b'{"id": "bad-type", "text": 12}', m.TEXT_NOT_STRING),
+        (b"bad-empty", b'{"id": "bad-empty", "text": "  "}', m.EMPTY_TEXT),
+        (
+            b"bad-long",
             json.dumps({"id": "bad-long", "text": "y" * 30_000}).encode(),
             m.TEXT_TOO_LONG,
         ),
-        "bad-array": (b"[1,2]", m.NOT_AN_OBJECT),
-    }
-    for item_id, (value, reason) in bad.items():
-        records.append((item_id.encode(), value))
-        expected[item_id] = reason
-    return records, expected
+        (b"bad-null", b"", m.EMPTY_MESSAGE),
+    ]
+    for key, value, reason in extra:
+        records.append((key, value))
+        outcomes.append(reason)
+    return records, outcomes
 
 
 async def start_worker(settings: Settings) -> tuple[ClassifyWorker, asyncio.Task[None]]:
@@ -80,46 +85,43 @@ async def stop_worker(worker: ClassifyWorker, task: asyncio.Task[None]) -> None:
     await worker.classifier.close()
 
 
-async def test_mixed_input_every_id_exactly_once_with_reasons(
+async def test_mixed_input_every_input_exactly_once_with_reasons(
     broker: EmbeddedBroker, settings_factory: Callable[..., Settings]
 ) -> None:
     settings = settings_factory(broker)
-    records, expected = mixed_feed(60)
-    # Plain text and keyless JSON get ids from their offsets: publish them on their own
-    # partition-independent path and account for them by count below.
-    plain = [
-        (None, b"Plain text: shares of ACME surge after earnings beat"),
-        (None, b"\xff\xfe bad bytes"),
-    ]
+    records, outcomes = mixed_feed(60)
     worker, task = await start_worker(settings)
     try:
-        await publish(settings, records + plain)
-        audit = await audit_outputs(settings, expected, timeout_s=90, settle_s=2)
+        positions = await publish(settings, records)
+        audit = await audit_outputs(settings, positions, by="position", timeout_s=90, settle_s=2)
     finally:
         await stop_worker(worker, task)
 
-    assert not audit.missing(expected)
+    assert not audit.missing(positions, "position")
     assert audit.duplicates() == 0
-    for item_id, reason in expected.items():
+    for pos, reason in zip(positions, outcomes, strict=True):
         if reason is None:
-            assert audit.labeled[item_id] == 1, item_id
-            assert item_id not in audit.dead_lettered
+            assert audit.labeled_at[pos] == 1, pos
+            assert pos not in audit.dead_lettered_at
         else:
-            assert audit.dead_lettered[item_id] == 1, item_id
-            assert audit.reasons[item_id] == reason
-    derived_labeled = [i for i in audit.labeled if i.startswith(settings.input_topic)]
-    derived_dead = [i for i in audit.dead_lettered if i.startswith(settings.input_topic)]
-    assert len(derived_labeled) == 1 and len(derived_dead) == 1
-    assert audit.reasons[derived_dead[0]] == m.UNDECODABLE_BYTES
-
-    docs = {d["id"]: d for d in audit.samples}
-    assert docs["long-1"]["truncated"] is True
-    assert docs["good-0"]["truncated"] is False
-    good = docs["good-1"]
+            assert audit.dead_lettered_at[pos] == 1, pos
+            assert audit.reasons_at[pos] == reason
+    assert audit.reasons["bad-type"] == m.TEXT_NOT_STRING  # a readable id is kept
+    docs = {(d["input"]["partition"], d["input"]["offset"]): d for d in audit.samples}
+    keyless = docs[positions[records.index((None, b'{"text": "keyless JSON without an id"}'))]]
+    assert (
+        keyless["id"]
+        == f"{settings.input_topic}-{keyless['input']['partition']}-{keyless['input']['offset']}"
+    )
+    by_id = {d["id"]: d for d in audit.samples}
+    assert by_id["long-1"]["truncated"] is True
+    assert by_id["good-0"]["truncated"] is False
+    good = by_id["good-1"]
     assert set(good["labels"]) == {"sentiment", "topic"}
     assert good["model"]["name"] == "feedpulse_classifier"
     assert good["input"]["topic"] == settings.input_topic
     assert abs(sum(good["labels"]["topic"]["scores"].values()) - 1) < 1e-3
+    assert worker.metrics.dead_lettered.labels(m.TEXT_TOO_LONG)._value.get() == 1
 
 
 async def test_dead_letters_keep_original_bytes_and_source_offsets(
@@ -150,20 +152,20 @@ async def test_graceful_stop_commits_so_a_restart_relabels_nothing(
     broker: EmbeddedBroker, settings_factory: Callable[..., Settings]
 ) -> None:
     settings = settings_factory(broker)
-    records, expected = mixed_feed(80)
+    records, _ = mixed_feed(80)
     worker, task = await start_worker(settings)
     try:
-        await publish(settings, records)
-        first = await audit_outputs(settings, expected, timeout_s=90)
+        positions = await publish(settings, records)
+        first = await audit_outputs(settings, positions, by="position", timeout_s=90)
     finally:
         await stop_worker(worker, task)
-    assert not first.missing(expected)
+    assert not first.missing(positions, "position")
 
     worker, task = await start_worker(settings)
     try:
         await asyncio.wait_for(worker.assigned.wait(), 30)
         await asyncio.sleep(3)  # a worker that ignored the commits would re-label by now
-        second = await audit_outputs(settings, expected, timeout_s=10, settle_s=1)
+        second = await audit_outputs(settings, positions, by="position", timeout_s=10, settle_s=1)
     finally:
         await stop_worker(worker, task)
     assert second.duplicates() == 0
@@ -180,7 +182,7 @@ async def wait_for_output_count(settings: Settings, at_least: int, timeout_s: fl
     ):
         if rec is not None:
             audit.add(rec, settings)
-        if len(audit.accounted()) >= at_least or loop.time() > deadline:
+        if len(audit.accounted("position")) >= at_least or loop.time() > deadline:
             break
     return audit
 
@@ -192,18 +194,20 @@ async def test_kill_9_mid_stream_loses_nothing(
 ) -> None:
     settings = settings_factory(broker, max_batch=16)
     await ensure_topics(settings, pipeline_topics(settings))
-    records, expected = mixed_feed(1500)
+    records, _ = mixed_feed(1500)
     victim = process_factory(settings, "worker", log_name="victim")
-    await publish(settings, records)
+    positions = await publish(settings, records)
     partial = await wait_for_output_count(settings, 200, timeout_s=90)
-    assert 200 <= len(partial.accounted()) < len(expected), "kill must land mid-stream"
+    assert 200 <= len(partial.accounted("position")) < len(positions), "kill must land mid-stream"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
 
     process_factory(settings, "worker", log_name="successor")
-    audit = await audit_outputs(settings, expected, timeout_s=180, settle_s=2)
-    missing = audit.missing(expected)
-    print(f"kill -9 after {len(partial.accounted())} outputs: duplicates={audit.duplicates()}")
+    audit = await audit_outputs(settings, positions, by="position", timeout_s=180, settle_s=2)
+    missing = audit.missing(positions, "position")
+    print(
+        f"kill -9 after {len(partial.accounted('position'))} outputs: duplicates={audit.duplicates()}"
+    )
     assert not missing, f"{len(missing)} ids lost, e.g. {sorted(missing)[:5]}"
 
 
@@ -217,10 +221,10 @@ async def test_two_workers_in_one_group_split_partitions(
     process_factory(settings, "worker", log_name="w1")
     process_factory(settings, "worker", log_name="w2")
     await asyncio.sleep(8)  # both join before the stream starts (Tansu joins take ~5 s)
-    records, expected = mixed_feed(600)
-    await publish(settings, records)
-    audit = await audit_outputs(settings, expected, timeout_s=180, settle_s=1)
-    assert not audit.missing(expected)
+    records, _ = mixed_feed(600)
+    positions = await publish(settings, records)
+    audit = await audit_outputs(settings, positions, by="position", timeout_s=180, settle_s=1)
+    assert not audit.missing(positions, "position")
     workers_by_partition: dict[int, set[str]] = {}
     for doc in audit.samples:
         workers_by_partition.setdefault(doc["input"]["partition"], set()).add(doc["worker"])
