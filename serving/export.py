@@ -13,6 +13,7 @@ import torch
 
 from serving.model_store import (
     FP32_FILE,
+    HEADS_FILE,
     INT8_FILE,
     TOKENIZER_FILE,
     ModelVersion,
@@ -92,6 +93,18 @@ def quantize_int8(src: Path, dst: Path) -> None:
         root.setLevel(level)
 
 
+def save_heads(model: MultiHeadModel, path: Path) -> None:
+    """Store each head's weight and bias, so code without the ONNX graph can apply them."""
+    import numpy as np
+
+    arrays = {}
+    for task in model.tasks:
+        head = model.heads[task.name]
+        arrays[f"{task.name}.weight"] = head.weight.detach().numpy()
+        arrays[f"{task.name}.bias"] = head.bias.detach().numpy()
+    np.savez(path, **arrays)
+
+
 def export_version(
     model: MultiHeadModel,
     tokenizer: Any,
@@ -111,6 +124,7 @@ def export_version(
         optimize_onnx(path / FP32_FILE, model)
         quantize_int8(path / FP32_FILE, path / INT8_FILE)
         tokenizer.backend_tokenizer.save(str(path / TOKENIZER_FILE))
+        save_heads(model, path / HEADS_FILE)
         manifest = {
             "name": name,
             "version": version,

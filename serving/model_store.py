@@ -13,6 +13,7 @@ MANIFEST = "feedpulse.json"
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+HEADS_FILE = "heads.npz"
 VARIANT_FILES = {"fp32": FP32_FILE, "int8": INT8_FILE}
 
 
@@ -49,6 +50,11 @@ class ModelVersion:
         if not path.exists():
             raise ModelNotFoundError(f"{path} is missing: re-run `feedpulse train`")
         return path
+
+    @property
+    def heads_path(self) -> Path:
+        """Head weights as numpy arrays (`<task>.weight`, `<task>.bias`), for peers and learners."""
+        return self.path / HEADS_FILE
 
     @property
     def tokenizer_path(self) -> Path:

@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from serving.contract import InferenceError, ModelInfo, Prediction, predictions_from_logits
 from serving.model_store import ModelVersion
-from serving.tokenization import EncodedBatch, TextTokenizer
+from serving.tokenization import TextTokenizer, TokenizedTexts
 
 
 def create_session(path: str, threads: int = 0) -> ort.InferenceSession:
@@ -31,11 +31,15 @@ class OnnxClassifier:
     client keeps fetching and heartbeating while a batch is classified.
     """
 
-    def __init__(self, model: ModelVersion, *, variant: str = "int8", threads: int = 0) -> None:
+    def __init__(
+        self, model: ModelVersion, *, variant: str = "int8", threads: int = 0, chunk_size: int = 16
+    ) -> None:
         self._model = model
+        self._chunk_size = chunk_size
         self._tasks = model.tasks
         self._tokenizer = TextTokenizer(model.tokenizer_path, model.max_length)
         self._session = create_session(str(model.onnx_path(variant)), threads)
+        self._output_names = [o.name for o in self._session.get_outputs()]
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
         self._info = ModelInfo(
             name=model.name,
@@ -50,25 +54,32 @@ class OnnxClassifier:
         """The model version this backend serves."""
         return self._info
 
-    def encode(self, texts: Sequence[str]) -> EncodedBatch:
+    def encode(self, texts: Sequence[str]) -> TokenizedTexts:
         """Tokenize like `classify` does (exposed for benchmarks of the raw model)."""
         return self._tokenizer.encode(texts)
 
-    def run_encoded(self, batch: EncodedBatch) -> list[Prediction]:
-        """Run the graph on an already tokenized batch (blocking)."""
-        outputs = self._session.run(
-            None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        )
-        names = [o.name for o in self._session.get_outputs()]
-        by_name: dict[str, npt.NDArray[np.float32]] = dict(zip(names, outputs, strict=True))
-        logits = {t.name: by_name[f"{t.name}_logits"] for t in self._tasks}
-        return predictions_from_logits(self._tasks, logits, batch.truncated, by_name["embedding"])
+    def run_tokenized(self, tokens: TokenizedTexts) -> list[Prediction]:
+        """Run the graph on tokenized texts, chunk by length-sorted chunk (blocking)."""
+        n = len(tokens.ids)
+        logits = {t.name: np.empty((n, len(t.labels)), dtype=np.float32) for t in self._tasks}
+        embeddings: npt.NDArray[np.float32] | None = None
+        for chunk in self._tokenizer.chunks(tokens, self._chunk_size):
+            outputs = self._session.run(
+                None, {"input_ids": chunk.input_ids, "attention_mask": chunk.attention_mask}
+            )
+            by_name = dict(zip(self._output_names, outputs, strict=True))
+            for t in self._tasks:
+                logits[t.name][chunk.rows] = by_name[f"{t.name}_logits"]
+            if embeddings is None:
+                embeddings = np.empty((n, by_name["embedding"].shape[1]), dtype=np.float32)
+            embeddings[chunk.rows] = by_name["embedding"]
+        return predictions_from_logits(self._tasks, logits, tokens.truncated, embeddings)
 
     def classify_sync(self, texts: Sequence[str]) -> list[Prediction]:
         """Tokenize and classify (blocking)."""
         if not texts:
             return []
-        return self.run_encoded(self._tokenizer.encode(texts))
+        return self.run_tokenized(self._tokenizer.encode(texts))
 
     async def classify(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify a batch without blocking the event loop."""

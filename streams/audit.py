@@ -36,6 +36,7 @@ class Audit:
     latencies_ms: list[float] = field(default_factory=list)
     first_output_ms: int | None = None
     last_output_ms: int | None = None
+    first_consumed_s: float | None = None
     models: Counter[str] = field(default_factory=Counter)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -79,6 +80,9 @@ class Audit:
         self.labeled_at[(doc["input"]["partition"], doc["input"]["offset"])] += 1
         model = doc["model"]
         self.models[f"{model['name']}/{model['version']} ({model['variant']})"] += 1
+        consumed = doc["timestamps"]["consumed"]
+        if self.first_consumed_s is None or consumed < self.first_consumed_s:
+            self.first_consumed_s = consumed
         published_ms = doc["input"].get("timestamp_ms")
         if published_ms:
             self.latencies_ms.append(max(0.0, float(ts - published_ms)))

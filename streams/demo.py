@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from importlib import resources
@@ -26,7 +22,7 @@ from streams.broker import EmbeddedBroker
 from streams.publish import Record, publish
 from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
-from streams.worker import READY_MARKER
+from streams.worker_procs import WorkerProcesses
 
 # Every kind of bad input, mixed into the demo feed so the dead-letter path shows too.
 BAD_INPUTS: tuple[bytes, ...] = (
@@ -63,23 +59,6 @@ def demo_records(count: int) -> list[Record]:
             row["id"] = item_id
             records.append((item_id.encode(), json.dumps(row, ensure_ascii=False).encode()))
     return records
-
-
-def worker_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
-    """Command line and environment of one worker subprocess."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "FEEDPULSE_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "FEEDPULSE_METRICS_PORT": "0",
-            "FEEDPULSE_MODEL_REPOSITORY": str(Path(settings.model_repository).resolve()),
-            "FEEDPULSE_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "FEEDPULSE_MAX_BATCH": str(settings.max_batch),
-            "FEEDPULSE_MAX_WAIT_MS": str(settings.max_wait_ms),
-            "FEEDPULSE_MODEL_VARIANT": settings.model_variant,
-        }
-    )
-    return [sys.executable, "-m", "streams", "worker"], env
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -155,13 +134,16 @@ async def run_demo(
 
     logs = Path(tempfile.mkdtemp(prefix="feedpulse-demo-"))
     with EmbeddedBroker(log_path=logs / "broker.log") as broker:
-        settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+        settings = settings.model_copy(
+            update={"bootstrap_servers": broker.bootstrap_servers, "metrics_port": 0}
+        )
         console.print(f"embedded broker on {broker.bootstrap_servers} (logs in {logs})")
         await ensure_topics(settings, pipeline_topics(settings))
-        procs = _start_workers(settings, workers, logs)
+        procs = WorkerProcesses(settings, logs)
+        procs.start(workers)
         try:
             with console.status(f"starting {workers} worker(s) and joining the consumer group"):
-                await _wait_ready(procs, logs)
+                await procs.wait_ready()
             records = demo_records(count)
             progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=console
@@ -180,46 +162,6 @@ async def run_demo(
                 positions = await publishing
                 view(audit)
         finally:
-            _stop_workers(procs, console)
+            if any(code != 0 for code in procs.stop()):
+                console.print(f"[red]a worker exited uncleanly; see {logs}[/]")
     return summarize(audit, positions, published_at, model_label)
-
-
-def _start_workers(settings: Settings, workers: int, logs: Path) -> list[subprocess.Popen[bytes]]:
-    cmd, env = worker_command(settings)
-    procs = []
-    for n in range(workers):
-        with open(logs / f"worker-{n}.log", "wb") as log_file:
-            procs.append(subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT))
-    return procs
-
-
-async def _wait_ready(
-    procs: list[subprocess.Popen[bytes]], logs: Path, timeout_s: float = 90
-) -> None:
-    """Wait until every worker owns partitions (their logs say so), so timing starts warm."""
-    deadline = time.monotonic() + timeout_s
-    pending = set(range(len(procs)))
-    while pending:
-        for n in list(pending):
-            if procs[n].poll() is not None:
-                log = (logs / f"worker-{n}.log").read_text(errors="replace")
-                raise RuntimeError(f"worker {n} exited with {procs[n].returncode}:\n{log[-2000:]}")
-            text = (logs / f"worker-{n}.log").read_text(errors="replace")
-            if any(READY_MARKER in line and "[]" not in line for line in text.splitlines()):
-                pending.discard(n)
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"workers {sorted(pending)} got no partitions in {timeout_s:.0f}s")
-        await asyncio.sleep(0.2)
-
-
-def _stop_workers(procs: list[subprocess.Popen[bytes]], console: Console) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            console.print(f"[red]worker {proc.pid} did not stop in 30s; killing it[/]")
-            proc.kill()
-            proc.wait()

@@ -21,7 +21,12 @@ log = logging.getLogger(__name__)
 def open_classifier(settings: Settings) -> Classifier:
     """The inference backend the settings ask for (the in-process ONNX model by default)."""
     model = load_version(settings.model_repository, settings.model_name, settings.model_version)
-    return OnnxClassifier(model, variant=settings.model_variant, threads=settings.inference_threads)
+    return OnnxClassifier(
+        model,
+        variant=settings.model_variant,
+        threads=settings.inference_threads,
+        chunk_size=settings.inference_chunk,
+    )
 
 
 async def run_worker(settings: Settings, registry: CollectorRegistry | None = None) -> None:

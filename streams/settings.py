@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(10_000, ge=1000)
+    # How long the broker may hold an empty fetch; bounds idle-to-first-item latency.
+    fetch_max_wait_ms: int = Field(50, ge=0)
 
     # Micro-batching
     max_batch: int = Field(32, ge=1)
@@ -46,6 +48,8 @@ class Settings(BaseSettings):
     base_model: str | None = None
     max_length: int = Field(128, ge=8)
     inference_threads: int = Field(0, ge=0)
+    # Texts per ONNX run inside a micro-batch (length-sorted); small chunks pad less.
+    inference_chunk: int = Field(16, ge=1)
 
     # Embedded broker
     broker_listen: str = "127.0.0.1:9092"

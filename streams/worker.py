@@ -44,13 +44,17 @@ class ProduceFailedError(RuntimeError):
     """Outputs could not be acknowledged; the batch stays uncommitted and will be redelivered."""
 
 
-@dataclass
-class Outcome:
-    """What happened to one consumed batch."""
+Output = tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]
 
-    labeled: int = 0
-    dead_lettered: int = 0
-    committed: bool = False
+
+@dataclass
+class PreparedBatch:
+    """A classified batch whose outputs are ready to produce."""
+
+    records: Sequence[Any]
+    outputs: list[Output]
+    classified: list[tuple[FeedItem, Prediction]]
+    rejections: list[tuple[Rejection, str]]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -61,6 +65,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._worker.batch_lock:
+            await self._worker.settle_delivery()
             log.info(
                 "partitions revoked: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in revoked)
             )
@@ -90,6 +95,7 @@ class ClassifyWorker:
         self._stop = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._delivery: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
         """Ask the worker to finish the batch in flight, commit and leave the group."""
@@ -108,6 +114,7 @@ class ClassifyWorker:
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=max(500, s.session_timeout_ms // 5),
             max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes),
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         producer = AIOKafkaProducer(
             **common,
@@ -127,8 +134,17 @@ class ClassifyWorker:
                 async with self.batch_lock:
                     records = await self._collect(consumer)
                     if records:
-                        await self._process(records)
+                        prepared = await self._prepare(records)
+                        # Batch N is delivered while batch N+1 is fetched and classified;
+                        # one delivery at a time keeps produce and commit order.
+                        await self.finish_delivery()
+                        self._delivery = asyncio.create_task(self._deliver(prepared))
+            await self.finish_delivery()
         finally:
+            if self._delivery is not None and not self._delivery.done():
+                # Cancelled mid-delivery: nothing is committed, the batch is redelivered.
+                self._delivery.cancel()
+                await asyncio.gather(self._delivery, return_exceptions=True)
             # Leaving the group (consumer.stop) hands our partitions over at once.
             await consumer.stop()
             await producer.stop()
@@ -157,8 +173,19 @@ class ClassifyWorker:
                 break
         return records
 
-    async def _process(self, records: Sequence[Any]) -> Outcome:
-        """Validate, classify, produce, await acknowledgements, then commit."""
+    async def settle_delivery(self) -> None:
+        """Wait until the in-flight delivery ends, leaving its outcome for the main loop."""
+        if self._delivery is not None:
+            await asyncio.wait({self._delivery})
+
+    async def finish_delivery(self) -> None:
+        """Wait for the batch being delivered; re-raises its failure."""
+        delivery, self._delivery = self._delivery, None
+        if delivery is not None:
+            await delivery
+
+    async def _prepare(self, records: Sequence[Any]) -> PreparedBatch:
+        """Validate and classify a batch, and build its output records."""
         consumed_at = time.time()
         self.metrics.consumed.inc(len(records))
         values: dict[tuple[str, int, int], bytes | None] = {}
@@ -178,7 +205,7 @@ class ClassifyWorker:
         classified_at = time.time()
 
         model = self.classifier.info
-        outputs: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]] = []
+        outputs: list[Output] = []
         for item, pred in classified:
             stamps = {"consumed": consumed_at, "classified": classified_at}
             value = labeled_value(item, pred, model, stamps, self.worker_id)
@@ -195,13 +222,14 @@ class ClassifyWorker:
                     dead_letter_headers(rej, stage),
                 )
             )
-        await self._produce_all(outputs)
-        acked_at = time.time()
+        return PreparedBatch(records, outputs, classified, rejections)
 
-        outcome = Outcome(labeled=len(classified), dead_lettered=len(rejections))
-        outcome.committed = await self._commit(records)
-        self._record_metrics(records, classified, rejections, acked_at)
-        return outcome
+    async def _deliver(self, batch: PreparedBatch) -> None:
+        """Produce, await every acknowledgement, then commit the offsets they cover."""
+        await self._produce_all(batch.outputs)
+        acked_at = time.time()
+        await self._commit(batch.records)
+        self._record_metrics(batch.records, batch.classified, batch.rejections, acked_at)
 
     async def _classify(
         self, items: Sequence[FeedItem]
@@ -242,9 +270,7 @@ class ClassifyWorker:
                 failed.append(Rejection(item.id, CLASSIFY_FAILED, str(exc), item.origin))
         return done, failed
 
-    async def _produce_all(
-        self, outputs: Sequence[tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]]
-    ) -> None:
+    async def _produce_all(self, outputs: Sequence[Output]) -> None:
         """Send every output and wait for the broker's acknowledgement of each."""
         assert self._producer is not None
         pending = list(outputs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -18,6 +17,7 @@ from serving.multihead import MultiHeadModel, default_checkpoint
 from serving.train_heads import train_heads
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
+from streams.worker_procs import worker_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -99,15 +99,6 @@ def settings_factory(built_model: BuiltModel) -> Callable[..., Settings]:
     return make
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that hands `settings` to a `feedpulse` subprocess."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump(exclude_none=True).items():
-        if not hasattr(value, "get_secret_value"):
-            env[f"FEEDPULSE_{name.upper()}"] = str(value)
-    return env
-
-
 @pytest.fixture
 def process_factory(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start `python -m streams ...` subprocesses with given settings; all killed at teardown."""
@@ -117,7 +108,7 @@ def process_factory(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[b
         log = open(tmp_path / f"{log_name}-{len(procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams", *args],
-            env=settings_env(settings),
+            env=worker_env(settings),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

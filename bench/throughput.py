@@ -1,0 +1,239 @@
+"""Throughput benchmark, three ways on the same real texts, in one run.
+
+(a) raw model ceiling: the in-process backend on pre-tokenized micro-batches, tight loop
+(b) feedpulse end to end: fill the input topic, start a worker, time the drain from its
+    first fetch to the last acknowledged output; then p50/p99 latency at half that load
+(c) naive peer: a consumer that classifies one message at a time with a transformers
+    pipeline (same encoder and heads, PyTorch) and produces each result
+
+Prints one JSON line with the throughputs and the ratios (b)/(a) and (b)/(c).
+Run alone: two CPU-heavy jobs at once distort every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from serving.model_store import ModelVersion, load_version  # noqa: E402
+from serving.onnx_backend import OnnxClassifier  # noqa: E402
+from streams.audit import audit_outputs  # noqa: E402
+from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.demo import percentile  # noqa: E402
+from streams.publish import Record, publish  # noqa: E402
+from streams.settings import Settings, load_settings  # noqa: E402
+from streams.tail import read_topics  # noqa: E402
+from streams.topics import ensure_topics, pipeline_topics  # noqa: E402
+from streams.worker_procs import WorkerProcesses  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "tweeteval_sentiment" / "test.jsonl"
+
+
+def load_texts(n: int) -> list[str]:
+    """The first `n` TweetEval test tweets (real, varied-length social posts)."""
+    texts = []
+    with DATA.open(encoding="utf-8") as fh:
+        for line in fh:
+            texts.append(json.loads(line)["text"])
+            if len(texts) == n:
+                break
+    return texts
+
+
+def as_records(texts: list[str], tag: str) -> list[Record]:
+    return [
+        (f"{tag}-{i}".encode(), json.dumps({"id": f"{tag}-{i}", "text": t}).encode())
+        for i, t in enumerate(texts)
+    ]
+
+
+def bench_raw(model: ModelVersion, texts: list[str], settings: Settings) -> float:
+    """(a) texts/s of the backend alone on pre-tokenized micro-batches, in stream order."""
+    clf = OnnxClassifier(model, variant=settings.model_variant, chunk_size=settings.inference_chunk)
+    batch = settings.max_batch
+    batches = [clf.encode(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+    for tokens in batches:  # warm-up pass: ONNX Runtime allocates per new input shape
+        clf.run_tokenized(tokens)
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for tokens in batches:
+            clf.run_tokenized(tokens)
+        rates.append(len(texts) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def fresh_topics(settings: Settings, broker: EmbeddedBroker) -> Settings:
+    tag = uuid.uuid4().hex[:6]
+    return settings.model_copy(
+        update={
+            "bootstrap_servers": broker.bootstrap_servers,
+            "input_topic": f"bench-raw-{tag}",
+            "output_topic": f"bench-labeled-{tag}",
+            "dlq_topic": f"bench-dlq-{tag}",
+            "group_id": f"bench-{tag}",
+            "metrics_port": 0,
+        }
+    )
+
+
+async def bench_feedpulse(settings: Settings, texts: list[str], logs: Path) -> dict[str, Any]:
+    """(b) a warmed-up worker drains a full topic: first fetch to last acknowledged output.
+
+    The worker first labels the same texts once (as the raw ceiling gets a warm-up pass);
+    then the measured copy is published in one burst, far faster than the worker drains it.
+    """
+    await ensure_topics(settings, pipeline_topics(settings))
+    workers = WorkerProcesses(settings, logs)
+    workers.start(1)
+    try:
+        await workers.wait_ready()
+        warm = await publish(settings, as_records(texts, "warm"))
+        await audit_outputs(settings, warm, by="position", timeout_s=600)
+        await publish(settings, as_records(texts, "fill"))
+        first_consumed, last_output_ms, seen = float("inf"), 0, set()
+        async for rec in read_topics(settings, [settings.output_topic]):
+            doc = json.loads(rec.value)
+            if doc["id"].startswith("fill-"):
+                seen.add(doc["id"])
+                first_consumed = min(first_consumed, doc["timestamps"]["consumed"])
+                last_output_ms = max(last_output_ms, rec.timestamp)
+                if len(seen) == len(texts):
+                    break
+    finally:
+        workers.stop()
+    drain_s = last_output_ms / 1000 - first_consumed
+    return {"msgs_per_s": len(texts) / drain_s, "drain_s": drain_s}
+
+
+async def bench_latency(
+    settings: Settings, texts: list[str], rate: float, logs: Path
+) -> dict[str, Any]:
+    """End-to-end latency (input timestamp to output timestamp) at a steady `rate`."""
+    await ensure_topics(settings, pipeline_topics(settings))
+    workers = WorkerProcesses(settings, logs)
+    workers.start(1)
+    try:
+        await workers.wait_ready()
+        positions = await publish(settings, as_records(texts, "steady"), rate=rate)
+        audit = await audit_outputs(settings, positions, by="position", timeout_s=600)
+    finally:
+        workers.stop()
+    lat = audit.latencies_ms
+    return {
+        "rate": rate,
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "n": len(lat),
+    }
+
+
+async def bench_naive(settings: Settings, texts: list[str], model: ModelVersion) -> dict[str, Any]:
+    """(c) the peer most people would write: one message, one pipeline call, one produce."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from transformers import pipeline
+
+    from serving.contract import softmax
+
+    await ensure_topics(settings, pipeline_topics(settings))
+    await publish(settings, as_records(texts, "naive"))
+    extractor = pipeline("feature-extraction", model=model.manifest["base_checkpoint"])
+    heads = np.load(model.heads_path)
+    tasks = model.tasks
+    consumer = AIOKafkaConsumer(
+        settings.input_topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.group_id,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await consumer.start()
+    await producer.start()
+    done = 0
+    started: float | None = None
+    try:
+        async for msg in consumer:
+            if started is None:
+                started = time.perf_counter()
+            doc = json.loads(msg.value)
+            tokens = np.asarray(extractor(doc["text"])[0], dtype=np.float32)
+            emb = tokens.mean(axis=0)
+            emb /= np.linalg.norm(emb)
+            labels = {}
+            for task in tasks:
+                logits = heads[f"{task.name}.weight"] @ emb + heads[f"{task.name}.bias"]
+                probs = softmax(logits[None, :].astype(np.float32))[0]
+                labels[task.name] = task.labels[int(probs.argmax())]
+            out = json.dumps({"id": doc["id"], "labels": labels}).encode()
+            await producer.send_and_wait(settings.output_topic, out, key=msg.key)
+            done += 1
+            if done == len(texts):
+                break
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    assert started is not None
+    return {"msgs_per_s": done / (time.perf_counter() - started)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=3000, help="messages for (a) and (b)")
+    parser.add_argument("--naive-texts", type=int, default=600, help="messages for (c)")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    settings = load_settings(metrics_port=0)
+    model = load_version(settings.model_repository, settings.model_name, settings.model_version)
+    texts = load_texts(args.texts)
+    logs = Path(tempfile.mkdtemp(prefix="feedpulse-bench-"))
+    print(
+        f"model {model.name}/{model.version} ({settings.model_variant}); logs in {logs}",
+        file=sys.stderr,
+    )
+
+    raw = bench_raw(model, texts, settings)
+    print(f"(a) raw model: {raw:.1f} texts/s", file=sys.stderr)
+    with EmbeddedBroker() as broker:
+        e2e = await bench_feedpulse(fresh_topics(settings, broker), texts, logs)
+        print(f"(b) feedpulse end to end: {e2e['msgs_per_s']:.1f} msgs/s", file=sys.stderr)
+        naive = await bench_naive(fresh_topics(settings, broker), texts[: args.naive_texts], model)
+        print(f"(c) naive peer: {naive['msgs_per_s']:.1f} msgs/s", file=sys.stderr)
+        half = e2e["msgs_per_s"] / 2
+        steady = [texts[i % len(texts)] for i in range(int(half * args.latency_seconds))]
+        latency = await bench_latency(fresh_topics(settings, broker), steady, half, logs)
+    print(
+        json.dumps(
+            {
+                "texts": len(texts),
+                "model": f"{model.name}/{model.version} ({settings.model_variant})",
+                "max_batch": settings.max_batch,
+                "inference_chunk": settings.inference_chunk,
+                "raw_model_msgs_per_s": round(raw, 1),
+                "feedpulse_msgs_per_s": round(e2e["msgs_per_s"], 1),
+                "naive_peer_msgs_per_s": round(naive["msgs_per_s"], 1),
+                "ratio_feedpulse_vs_raw": round(e2e["msgs_per_s"] / raw, 3),
+                "ratio_feedpulse_vs_naive": round(e2e["msgs_per_s"] / naive["msgs_per_s"], 2),
+                "half_load_msgs_per_s": round(half, 1),
+                "latency_ms_p50_at_half_load": latency["p50_ms"],
+                "latency_ms_p99_at_half_load": latency["p99_ms"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
