@@ -1,8 +1,9 @@
 """Throughput benchmark, three ways on the same real texts, in one run.
 
 (a) raw model ceiling: the in-process backend on pre-tokenized micro-batches, tight loop
-(b) feedpulse end to end: fill the input topic, start a worker, time the drain from its
-    first fetch to the last acknowledged output; then p50/p99 latency at half that load
+(b) feedpulse end to end: a burst fills the input topic of a running worker; time the
+    drain from its first fetch to the last acknowledged output; then p50/p99 latency at
+    half that load. (a) and (b) alternate over several rounds; medians are reported.
 (c) naive peer: a consumer that classifies one message at a time with a transformers
     pipeline (same encoder and heads, PyTorch) and produces each result
 
@@ -28,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from serving.model_store import ModelVersion, load_version  # noqa: E402
+from serving.model_store import ModelVersion  # noqa: E402
 from serving.onnx_backend import OnnxClassifier  # noqa: E402
 from streams.audit import audit_outputs  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
@@ -37,6 +38,7 @@ from streams.publish import Record, publish  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
 from streams.tail import read_topics  # noqa: E402
 from streams.topics import ensure_topics, pipeline_topics  # noqa: E402
+from streams.training import ensure_model  # noqa: E402
 from streams.worker_procs import WorkerProcesses  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "tweeteval_sentiment" / "test.jsonl"
@@ -60,20 +62,24 @@ def as_records(texts: list[str], tag: str) -> list[Record]:
     ]
 
 
-def bench_raw(model: ModelVersion, texts: list[str], settings: Settings) -> float:
-    """(a) texts/s of the backend alone on pre-tokenized micro-batches, in stream order."""
-    clf = OnnxClassifier(model, variant=settings.model_variant, chunk_size=settings.inference_chunk)
-    batch = settings.max_batch
-    batches = [clf.encode(texts[i : i + batch]) for i in range(0, len(texts), batch)]
-    for tokens in batches:  # warm-up pass: ONNX Runtime allocates per new input shape
-        clf.run_tokenized(tokens)
-    rates = []
-    for _ in range(3):
+class RawCeiling:
+    """(a) the backend alone on pre-tokenized micro-batches, in stream order."""
+
+    def __init__(self, model: ModelVersion, texts: list[str], settings: Settings) -> None:
+        self.clf = OnnxClassifier(
+            model, variant=settings.model_variant, chunk_size=settings.inference_chunk
+        )
+        size = settings.max_batch
+        self.batches = [self.clf.encode(texts[i : i + size]) for i in range(0, len(texts), size)]
+        self.count = len(texts)
+        self.one_pass()  # warm-up: ONNX Runtime allocates per new input shape
+
+    def one_pass(self) -> float:
+        """Texts/s over one pass."""
         started = time.perf_counter()
-        for tokens in batches:
-            clf.run_tokenized(tokens)
-        rates.append(len(texts) / (time.perf_counter() - started))
-    return statistics.median(rates)
+        for tokens in self.batches:
+            self.clf.run_tokenized(tokens)
+        return self.count / (time.perf_counter() - started)
 
 
 def fresh_topics(settings: Settings, broker: EmbeddedBroker) -> Settings:
@@ -90,33 +96,44 @@ def fresh_topics(settings: Settings, broker: EmbeddedBroker) -> Settings:
     )
 
 
-async def bench_feedpulse(settings: Settings, texts: list[str], logs: Path) -> dict[str, Any]:
-    """(b) a warmed-up worker drains a full topic: first fetch to last acknowledged output.
+async def drain_rate(settings: Settings, texts: list[str], tag: str) -> float:
+    """(b) publish `texts` in one burst to a running worker; msgs/s from its first fetch of
+    them to the last acknowledged output (the burst outpaces the worker many times over)."""
+    await publish(settings, as_records(texts, tag))
+    first_consumed, last_output_ms, seen = float("inf"), 0, set()
+    async for rec in read_topics(settings, [settings.output_topic]):
+        doc = json.loads(rec.value)
+        if doc["id"].startswith(f"{tag}-"):
+            seen.add(doc["id"])
+            first_consumed = min(first_consumed, doc["timestamps"]["consumed"])
+            last_output_ms = max(last_output_ms, rec.timestamp)
+            if len(seen) == len(texts):
+                break
+    return len(texts) / (last_output_ms / 1000 - first_consumed)
 
-    The worker first labels the same texts once (as the raw ceiling gets a warm-up pass);
-    then the measured copy is published in one burst, far faster than the worker drains it.
-    """
+
+async def bench_side_by_side(
+    settings: Settings, model: ModelVersion, texts: list[str], rounds: int, logs: Path
+) -> tuple[list[float], list[float]]:
+    """Alternate (a) and (b) rounds, both warmed up, so machine noise hits both alike."""
     await ensure_topics(settings, pipeline_topics(settings))
+    raw = RawCeiling(model, texts, settings)
     workers = WorkerProcesses(settings, logs)
     workers.start(1)
+    raw_rates, e2e_rates = [], []
     try:
         await workers.wait_ready()
-        warm = await publish(settings, as_records(texts, "warm"))
-        await audit_outputs(settings, warm, by="position", timeout_s=600)
-        await publish(settings, as_records(texts, "fill"))
-        first_consumed, last_output_ms, seen = float("inf"), 0, set()
-        async for rec in read_topics(settings, [settings.output_topic]):
-            doc = json.loads(rec.value)
-            if doc["id"].startswith("fill-"):
-                seen.add(doc["id"])
-                first_consumed = min(first_consumed, doc["timestamps"]["consumed"])
-                last_output_ms = max(last_output_ms, rec.timestamp)
-                if len(seen) == len(texts):
-                    break
+        await drain_rate(settings, texts, "warm")
+        for n in range(rounds):
+            raw_rates.append(raw.one_pass())
+            e2e_rates.append(await drain_rate(settings, texts, f"round{n}"))
+            print(
+                f"round {n}: (a) {raw_rates[-1]:.1f}  (b) {e2e_rates[-1]:.1f} msgs/s",
+                file=sys.stderr,
+            )
     finally:
         workers.stop()
-    drain_s = last_output_ms / 1000 - first_consumed
-    return {"msgs_per_s": len(texts) / drain_s, "drain_s": drain_s}
+    return raw_rates, e2e_rates
 
 
 async def bench_latency(
@@ -191,13 +208,14 @@ async def bench_naive(settings: Settings, texts: list[str], model: ModelVersion)
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--texts", type=int, default=3000, help="messages for (a) and (b)")
+    parser.add_argument("--texts", type=int, default=2000, help="messages per round of (a), (b)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of (a) and (b)")
     parser.add_argument("--naive-texts", type=int, default=600, help="messages for (c)")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     args = parser.parse_args()
 
     settings = load_settings(metrics_port=0)
-    model = load_version(settings.model_repository, settings.model_name, settings.model_version)
+    model = ensure_model(settings)
     texts = load_texts(args.texts)
     logs = Path(tempfile.mkdtemp(prefix="feedpulse-bench-"))
     print(
@@ -205,14 +223,14 @@ async def main() -> None:
         file=sys.stderr,
     )
 
-    raw = bench_raw(model, texts, settings)
-    print(f"(a) raw model: {raw:.1f} texts/s", file=sys.stderr)
     with EmbeddedBroker() as broker:
-        e2e = await bench_feedpulse(fresh_topics(settings, broker), texts, logs)
-        print(f"(b) feedpulse end to end: {e2e['msgs_per_s']:.1f} msgs/s", file=sys.stderr)
+        raw_rates, e2e_rates = await bench_side_by_side(
+            fresh_topics(settings, broker), model, texts, args.rounds, logs
+        )
+        raw, e2e = statistics.median(raw_rates), statistics.median(e2e_rates)
         naive = await bench_naive(fresh_topics(settings, broker), texts[: args.naive_texts], model)
         print(f"(c) naive peer: {naive['msgs_per_s']:.1f} msgs/s", file=sys.stderr)
-        half = e2e["msgs_per_s"] / 2
+        half = e2e / 2
         steady = [texts[i % len(texts)] for i in range(int(half * args.latency_seconds))]
         latency = await bench_latency(fresh_topics(settings, broker), steady, half, logs)
     print(
@@ -222,11 +240,15 @@ async def main() -> None:
                 "model": f"{model.name}/{model.version} ({settings.model_variant})",
                 "max_batch": settings.max_batch,
                 "inference_chunk": settings.inference_chunk,
+                "rounds": args.rounds,
                 "raw_model_msgs_per_s": round(raw, 1),
-                "feedpulse_msgs_per_s": round(e2e["msgs_per_s"], 1),
+                "feedpulse_msgs_per_s": round(e2e, 1),
                 "naive_peer_msgs_per_s": round(naive["msgs_per_s"], 1),
-                "ratio_feedpulse_vs_raw": round(e2e["msgs_per_s"] / raw, 3),
-                "ratio_feedpulse_vs_naive": round(e2e["msgs_per_s"] / naive["msgs_per_s"], 2),
+                "ratio_feedpulse_vs_raw": round(e2e / raw, 3),
+                "ratio_feedpulse_vs_raw_per_round": [
+                    round(b / a, 3) for a, b in zip(raw_rates, e2e_rates, strict=True)
+                ],
+                "ratio_feedpulse_vs_naive": round(e2e / naive["msgs_per_s"], 2),
                 "half_load_msgs_per_s": round(half, 1),
                 "latency_ms_p50_at_half_load": latency["p50_ms"],
                 "latency_ms_p99_at_half_load": latency["p99_ms"],

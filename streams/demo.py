@@ -22,6 +22,7 @@ from streams.broker import EmbeddedBroker
 from streams.publish import Record, publish
 from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
+from streams.training import ensure_model
 from streams.worker_procs import WorkerProcesses
 
 # Every kind of bad input, mixed into the demo feed so the dead-letter path shows too.
@@ -120,16 +121,7 @@ async def run_demo(
     settings: Settings, *, count: int, workers: int, rate: float, console: Console
 ) -> dict[str, Any]:
     """Run the whole pipeline on the embedded broker and return the summary."""
-    from serving.model_store import ModelNotFoundError, load_version
-
-    try:
-        model = load_version(settings.model_repository, settings.model_name, settings.model_version)
-    except ModelNotFoundError:
-        console.print("[bold]No model yet:[/] training the default heads (one-off, about a minute)")
-        from streams.training import train_and_export
-
-        train_and_export(settings, console=console)
-        model = load_version(settings.model_repository, settings.model_name, settings.model_version)
+    model = ensure_model(settings, console)
     model_label = f"{model.name}/{model.version} ({settings.model_variant})"
 
     logs = Path(tempfile.mkdtemp(prefix="feedpulse-demo-"))

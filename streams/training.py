@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from serving.model_store import ModelNotFoundError, ModelVersion, load_version
 from streams.settings import Settings
 
 
@@ -51,3 +52,16 @@ def train_and_export(
         )
         progress.update(export_task, total=1, completed=1)
     return {"model": version.name, "version": version.version, "path": str(version.path), **metrics}
+
+
+def ensure_model(settings: Settings, console: Console | None = None) -> ModelVersion:
+    """The configured model version; on a fresh machine, train and export the default first."""
+    try:
+        return load_version(settings.model_repository, settings.model_name, settings.model_version)
+    except ModelNotFoundError:
+        if settings.model_version is not None:
+            raise
+        console = console or Console(stderr=True)
+        console.print("[bold]No model yet:[/] training the default heads (one-off, under a minute)")
+        train_and_export(settings, console=console)
+        return load_version(settings.model_repository, settings.model_name)
