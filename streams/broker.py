@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -43,6 +45,24 @@ def split_host_port(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"expected HOST:PORT, got {address!r}")
     return host or "127.0.0.1", int(port)
+
+
+def die_with_parent_hook() -> Callable[[], None] | None:
+    """A preexec hook making the child get SIGTERM when its parent dies, even by SIGKILL.
+
+    An orphaned broker would hold its port and memory forever. libc is loaded here, in
+    the parent, so the forked child runs no import. Linux only; elsewhere None.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return hook
 
 
 def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
@@ -95,7 +115,9 @@ class EmbeddedBroker:
         ]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent_hook()
+            )
         finally:
             if self.log_path:
                 out.close()  # type: ignore[union-attr]

@@ -80,17 +80,18 @@ def broker(
     from streams.broker import EmbeddedBroker
 
     settings = _settings(broker_listen=listen)
-    embedded = EmbeddedBroker(settings.broker_listen).start()
-    err.print(
-        f"broker listening on {embedded.bootstrap_servers} (in-memory storage); Ctrl-C stops it"
-    )
 
     def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGTERM, terminate)  # before the child starts: no orphan window
+    embedded = EmbeddedBroker(settings.broker_listen)
     code = 0
     try:
+        embedded.start()
+        err.print(
+            f"broker listening on {embedded.bootstrap_servers} (in-memory storage); Ctrl-C stops it"
+        )
         code = embedded.wait()
     except KeyboardInterrupt:
         pass

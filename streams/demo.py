@@ -153,6 +153,7 @@ async def run_demo(
                 )
                 positions = await publishing
                 view(audit)
+            console.line()  # keep the summary line on stdout apart from the live view
         finally:
             if any(code != 0 for code in procs.stop()):
                 console.print(f"[red]a worker exited uncleanly; see {logs}[/]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,9 @@ TEXT_NOT_STRING = "text_not_string"
 EMPTY_TEXT = "empty_text"
 TEXT_TOO_LONG = "text_too_long"
 INVALID_FIELD = "invalid_field"
+INVALID_UNICODE = "invalid_unicode"
 CLASSIFY_FAILED = "classify_failed"
+OUTPUT_TOO_LARGE = "output_too_large"
 REASONS = (
     EMPTY_MESSAGE,
     MESSAGE_TOO_LARGE,
@@ -32,8 +35,11 @@ REASONS = (
     EMPTY_TEXT,
     TEXT_TOO_LONG,
     INVALID_FIELD,
+    INVALID_UNICODE,
     CLASSIFY_FAILED,
+    OUTPUT_TOO_LARGE,
 )
+MAX_ID_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -135,12 +141,33 @@ def parse_record(value: bytes | None, origin: Origin, limits: Limits) -> FeedIte
     if json_depth_exceeds(stripped, limits.max_json_depth):
         return reject(JSON_TOO_DEEP, f"JSON nests deeper than {limits.max_json_depth} levels")
     try:
-        obj = json.loads(stripped)
+        obj = json.loads(stripped, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         return reject(INVALID_JSON, f"invalid JSON: {exc}")
     if not isinstance(obj, dict):
         return reject(NOT_AN_OBJECT, f"JSON value is a {type(obj).__name__}, expected an object")
+    # JSON escapes can smuggle in lone UTF-16 surrogates, which no tokenizer or UTF-8
+    # encoder accepts; only documents with escapes need the check.
+    if "\\u" in stripped and _has_lone_surrogate(obj):
+        return reject(INVALID_UNICODE, "JSON strings hold unpaired UTF-16 surrogate escapes")
     return _item_from_object(obj, origin, limits, reject)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for error messages (inputs can be a megabyte)."""
+    return reprlib.repr(value)
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _item_from_text(raw: str, origin: Origin, limits: Limits) -> FeedItem | Rejection | None:
@@ -166,12 +193,18 @@ def _item_from_object(
     if raw_id is None:
         item_id = origin.derived_id
     elif isinstance(raw_id, str) and raw_id.strip():
+        if len(raw_id) > MAX_ID_CHARS:
+            return reject(
+                INVALID_FIELD, f"'id' has {len(raw_id)} characters, limit {MAX_ID_CHARS}", None
+            )
         item_id = raw_id
     elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
         item_id = str(raw_id)
     else:
         return reject(
-            INVALID_FIELD, f"'id' must be a non-empty string or an integer, got {raw_id!r}", None
+            INVALID_FIELD,
+            f"'id' must be a non-empty string or an integer, got {_short(raw_id)}",
+            None,
         )
     if "text" not in obj or obj["text"] is None:
         return reject(MISSING_TEXT, "object has no 'text' field", item_id)
@@ -200,5 +233,7 @@ def _item_from_object(
         )
     ts = obj.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, str | int | float)):
-        return reject(INVALID_FIELD, f"'ts' must be a string or a number, got {ts!r}", item_id)
+        return reject(
+            INVALID_FIELD, f"'ts' must be a string or a number, got {_short(ts)}", item_id
+        )
     return FeedItem(id=item_id, text=text, origin=origin, source=source, ts=ts, meta=meta)

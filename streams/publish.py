@@ -13,6 +13,7 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaProducer
 
 from streams.settings import Settings, kafka_client_options
+from streams.topics import output_max_bytes
 
 FeedFormat = Literal["auto", "jsonl", "csv", "text"]
 Record = tuple[bytes | None, bytes]
@@ -45,7 +46,9 @@ def read_feed(path: Path, fmt: FeedFormat = "auto") -> Iterator[Record]:
             if not reader.fieldnames or "text" not in reader.fieldnames:
                 raise ValueError(f"{path}: CSV needs a 'text' column (have {reader.fieldnames})")
             for row in reader:
-                obj: dict[str, Any] = {k: row[k] for k in KNOWN_CSV_FIELDS if row.get(k)}
+                # An empty text cell stays: the worker dead-letters it as empty_text.
+                obj: dict[str, Any] = {"text": row["text"] or ""}
+                obj.update({k: row[k] for k in ("id", "source", "ts") if row.get(k)})
                 extra = {k: v for k, v in row.items() if k not in KNOWN_CSV_FIELDS and k and v}
                 if extra:
                     obj["meta"] = extra
@@ -81,7 +84,7 @@ async def publish(
         **kafka_client_options(settings),
         acks="all",
         linger_ms=10,
-        max_request_size=settings.max_message_bytes + 65536,
+        max_request_size=output_max_bytes(settings),
     )
     await producer.start()
     sent = 0

@@ -65,6 +65,19 @@ def dead_letter_headers(rejection: Rejection, stage: str) -> Headers:
     return [(DLQ_HEADER_PREFIX + k, v.encode()) for k, v in fields.items()]
 
 
+def dead_letter_value(original: bytes | None, max_bytes: int) -> tuple[bytes | None, Headers]:
+    """The original bytes as the dead letter's value, cut to `max_bytes` if larger.
+
+    A cut value says so in headers, with the original size, so nothing is silently lost.
+    """
+    if original is None or len(original) <= max_bytes:
+        return original, []
+    return original[:max_bytes], [
+        (DLQ_HEADER_PREFIX + "original.size", str(len(original)).encode()),
+        (DLQ_HEADER_PREFIX + "original.truncated", b"true"),
+    ]
+
+
 def decode_headers(headers: Any) -> dict[str, str]:
     """Headers of a consumed record as a str -> str dict (undecodable values repr'd)."""
     out: dict[str, str] = {}

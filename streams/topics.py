@@ -12,6 +12,13 @@ from streams.settings import Settings, kafka_client_options
 
 log = logging.getLogger(__name__)
 TOPIC_EXISTS = TopicAlreadyExistsError.errno
+# Room for the JSON envelope and headers on top of the largest accepted input.
+OUTPUT_OVERHEAD_BYTES = 64 * 1024
+
+
+def output_max_bytes(settings: Settings) -> int:
+    """The largest record feedpulse writes: an input at the size limit plus its envelope."""
+    return settings.max_message_bytes + OUTPUT_OVERHEAD_BYTES
 
 
 def pipeline_topics(settings: Settings) -> list[str]:
@@ -28,8 +35,19 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
         wanted = [t for t in dict.fromkeys(topics) if t not in existing]
         if not wanted:
             return []
+        # Output topics must take our largest record (Kafka's default limit is ~1 MB).
+        written = {settings.output_topic, settings.dlq_topic}
+        limit = {"max.message.bytes": str(output_max_bytes(settings))}
         response = await admin.create_topics(
-            [NewTopic(t, settings.topic_partitions, settings.topic_replication) for t in wanted]
+            [
+                NewTopic(
+                    t,
+                    settings.topic_partitions,
+                    settings.topic_replication,
+                    topic_configs=limit if t in written else {},
+                )
+                for t in wanted
+            ]
         )
         created = []
         for topic, code, message in response.topic_errors:

@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+)
 
 from serving.contract import Classifier, InferenceError, Prediction
 from streams.messages import (
     CLASSIFY_FAILED,
+    OUTPUT_TOO_LARGE,
     FeedItem,
     Limits,
     Origin,
@@ -25,9 +31,15 @@ from streams.messages import (
     parse_record,
 )
 from streams.metrics import WorkerMetrics
-from streams.records import dead_letter_headers, labeled_value, output_key
+from streams.records import (
+    Headers,
+    dead_letter_headers,
+    dead_letter_value,
+    labeled_value,
+    output_key,
+)
 from streams.settings import Settings, kafka_client_options
-from streams.topics import ensure_topics, pipeline_topics
+from streams.topics import ensure_topics, output_max_bytes, pipeline_topics
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +48,24 @@ IDLE_POLL_MS = 500
 READY_MARKER = "partitions assigned:"
 PRODUCE_ATTEMPTS = 5
 MAX_BACKOFF_S = 5.0
-# Room for our JSON envelope and headers on top of the largest accepted input.
-OUTPUT_OVERHEAD_BYTES = 64 * 1024
+# What is kept of an output the broker refuses as too large, in its dead letter.
+OVERSIZE_KEEP_BYTES = 16 * 1024
 
 
 class ProduceFailedError(RuntimeError):
     """Outputs could not be acknowledged; the batch stays uncommitted and will be redelivered."""
 
 
-Output = tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]
+@dataclass(frozen=True)
+class Output:
+    """One record to produce, and the input it accounts for."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None
+    item_id: str
+    origin: Origin
 
 
 @dataclass
@@ -120,7 +141,7 @@ class ClassifyWorker:
             **common,
             acks="all",
             linger_ms=5,
-            max_request_size=s.max_message_bytes + OUTPUT_OVERHEAD_BYTES,
+            max_request_size=output_max_bytes(s),
         )
         consumer.subscribe([s.input_topic], listener=_Rebalance(self))
         await producer.start()
@@ -131,14 +152,23 @@ class ClassifyWorker:
                 "worker started: %s -> %s (group %s)", s.input_topic, s.output_topic, s.group_id
             )
             while not self._stop.is_set():
+                # Never hold the lock in getmany: during a rebalance getmany waits for the
+                # new assignment, which waits for the revoke listener, which takes the lock.
+                records = await self._collect(consumer)
+                if not records:
+                    continue
                 async with self.batch_lock:
-                    records = await self._collect(consumer)
-                    if records:
-                        prepared = await self._prepare(records)
-                        # Batch N is delivered while batch N+1 is fetched and classified;
-                        # one delivery at a time keeps produce and commit order.
-                        await self.finish_delivery()
-                        self._delivery = asyncio.create_task(self._deliver(prepared))
+                    # Records of partitions revoked meanwhile are left to their new owner
+                    # (uncommitted, so re-read there); the rest moved our position: keep them.
+                    owned = consumer.assignment()
+                    records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
+                    if not records:
+                        continue
+                    prepared = await self._prepare(records)
+                    # Batch N is delivered while batch N+1 is fetched and classified;
+                    # one delivery at a time keeps produce and commit order.
+                    await self.finish_delivery()
+                    self._delivery = asyncio.create_task(self._deliver(prepared))
             await self.finish_delivery()
         finally:
             if self._delivery is not None and not self._delivery.done():
@@ -208,20 +238,18 @@ class ClassifyWorker:
         outputs: list[Output] = []
         for item, pred in classified:
             stamps = {"consumed": consumed_at, "classified": classified_at}
-            value = labeled_value(item, pred, model, stamps, self.worker_id)
+            labeled = labeled_value(item, pred, model, stamps, self.worker_id)
+            key = output_key(item.id, item.origin)
             outputs.append(
-                (self.settings.output_topic, output_key(item.id, item.origin), value, None)
+                Output(self.settings.output_topic, key, labeled, None, item.id, item.origin)
             )
         for rej, stage in rejections:
             o = rej.origin
-            outputs.append(
-                (
-                    self.settings.dlq_topic,
-                    output_key(rej.id, o),
-                    values[(o.topic, o.partition, o.offset)],
-                    dead_letter_headers(rej, stage),
-                )
-            )
+            original = values[(o.topic, o.partition, o.offset)]
+            value, extra = dead_letter_value(original, self.settings.max_message_bytes)
+            headers = dead_letter_headers(rej, stage) + extra
+            key = output_key(rej.id, o)
+            outputs.append(Output(self.settings.dlq_topic, key, value, headers, rej.id, o))
         return PreparedBatch(records, outputs, classified, rejections)
 
     async def _deliver(self, batch: PreparedBatch) -> None:
@@ -255,6 +283,9 @@ class ClassifyWorker:
                 delay = min(MAX_BACKOFF_S, 0.1 * 2**attempt)
                 log.warning("inference unavailable (%s); retry %d in %.1fs", exc, attempt, delay)
                 await asyncio.sleep(delay)
+            except Exception as exc:  # a backend bug on odd input must not stop the stream
+                log.warning("batch of %d failed (%r): classifying one by one", len(items), exc)
+                break
         return await self._classify_one_by_one(items)
 
     async def _classify_one_by_one(
@@ -271,31 +302,59 @@ class ClassifyWorker:
         return done, failed
 
     async def _produce_all(self, outputs: Sequence[Output]) -> None:
-        """Send every output and wait for the broker's acknowledgement of each."""
-        assert self._producer is not None
+        """Send every output and wait for the broker's acknowledgement of each.
+
+        After a failure everything from the first unacknowledged output on is sent again,
+        in order, so a retry never overtakes a later output of the same partition.
+        """
         pending = list(outputs)
         for attempt in range(1, PRODUCE_ATTEMPTS + 1):
-            futures = [
-                await self._producer.send(topic, value=value, key=key, headers=headers)
-                for topic, key, value, headers in pending
-            ]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            errors = [
-                (out, r)
-                for out, r in zip(pending, results, strict=True)
-                if isinstance(r, BaseException)
-            ]
-            if not errors:
+            results = await asyncio.gather(
+                *[await self._send(i, pending) for i in range(len(pending))],
+                return_exceptions=True,
+            )
+            failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+            if not failed:
                 return
-            pending = [out for out, _ in errors]
+            for i in failed:
+                if isinstance(results[i], MessageSizeTooLargeError):
+                    pending[i] = self._oversized(pending[i], results[i])
+            pending = pending[failed[0] :]
             self.metrics.retries.labels("produce").inc()
             log.warning(
-                "%d outputs not acknowledged (%s); attempt %d", len(pending), errors[0][1], attempt
+                "%d outputs not acknowledged (%r); attempt %d",
+                len(failed),
+                results[failed[0]],
+                attempt,
             )
             await asyncio.sleep(min(MAX_BACKOFF_S, 0.2 * 2**attempt))
         raise ProduceFailedError(
             f"{len(pending)} outputs unacknowledged after {PRODUCE_ATTEMPTS} attempts"
         )
+
+    async def _send(self, index: int, pending: list[Output]) -> asyncio.Future[Any]:
+        """Queue one output; one the client refuses as too large becomes a dead letter."""
+        assert self._producer is not None
+        out = pending[index]
+        try:
+            future: asyncio.Future[Any] = await self._producer.send(
+                out.topic, value=out.value, key=out.key, headers=out.headers
+            )
+        except MessageSizeTooLargeError as exc:
+            out = pending[index] = self._oversized(out, exc)
+            future = await self._producer.send(
+                out.topic, value=out.value, key=out.key, headers=out.headers
+            )
+        return future
+
+    def _oversized(self, out: Output, error: BaseException) -> Output:
+        """A small dead letter standing in for an output too large to produce."""
+        self.metrics.dead_lettered.labels(OUTPUT_TOO_LARGE).inc()
+        log.warning("output for %s too large (%s): dead-lettering it", out.item_id[:200], error)
+        rejection = Rejection(out.item_id[:1024], OUTPUT_TOO_LARGE, str(error)[:1024], out.origin)
+        value, extra = dead_letter_value(out.value, OVERSIZE_KEEP_BYTES)
+        headers = dead_letter_headers(rejection, "produce") + extra
+        return Output(self.settings.dlq_topic, None, value, headers, out.item_id, out.origin)
 
     async def _commit(self, records: Sequence[Any]) -> bool:
         """Commit the next offset of every partition the batch covered."""

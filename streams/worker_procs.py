@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from streams.broker import die_with_parent_hook
 from streams.settings import Settings
 from streams.worker import READY_MARKER
 
@@ -49,6 +50,7 @@ class WorkerProcesses:
                         env=env,
                         stdout=log_file,
                         stderr=subprocess.STDOUT,
+                        preexec_fn=die_with_parent_hook(),
                     )
                 )
 

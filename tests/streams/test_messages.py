@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
+from typing import Any
 
 import pytest
 
+from serving.contract import DEFAULT_TASKS, ModelInfo, Prediction, TaskPrediction
 from streams import messages as m
+from streams.records import labeled_value
 
 ORIGIN = m.Origin("feeds.raw", 2, 17, key=None, timestamp_ms=1)
 LIMITS = m.Limits(max_message_bytes=2000, max_text_chars=500, max_json_depth=5)
@@ -71,6 +75,11 @@ def test_plain_text_is_accepted_verbatim() -> None:
         (b'{"text": "ok", "source": 3}', m.INVALID_FIELD),
         (b'{"text": "ok", "meta": "str"}', m.INVALID_FIELD),
         (b'{"text": "ok", "ts": {"a": 1}}', m.INVALID_FIELD),
+        (b'{"text": "lone \\ud800 surrogate"}', m.INVALID_UNICODE),
+        (b'{"text": "ok", "ts": NaN}', m.INVALID_JSON),
+        (b'{"text": "ok", "meta": {"x": -Infinity}}', m.INVALID_JSON),
+        (json.dumps({"id": "i" * 513, "text": "ok"}).encode(), m.INVALID_FIELD),
+        (b'{"text": "ok", "meta": {"k": "\\udfff"}}', m.INVALID_UNICODE),
     ],
 )
 def test_bad_input_is_rejected_with_its_reason(value: bytes | None, reason: str) -> None:
@@ -79,6 +88,11 @@ def test_bad_input_is_rejected_with_its_reason(value: bytes | None, reason: str)
     assert result.reason == reason
     assert result.error
     assert result.origin == ORIGIN
+
+
+def test_error_messages_stay_short_for_huge_fields() -> None:
+    result = parse(json.dumps({"id": list(range(300)), "text": "ok"}).encode())
+    assert isinstance(result, m.Rejection) and len(result.error) < 200
 
 
 def test_rejection_keeps_a_valid_input_id() -> None:
@@ -90,6 +104,50 @@ def test_depth_check_ignores_brackets_inside_strings() -> None:
     text = "{[" * 50
     item = parse(json.dumps({"text": text}).encode())
     assert isinstance(item, m.FeedItem) and item.text == text
+
+
+def test_paired_surrogate_escapes_are_fine() -> None:
+    item = parse(b'{"text": "\\ud83d\\ude00 caf\\u00e9"}')
+    assert isinstance(item, m.FeedItem) and item.text == "\U0001f600 café"
+
+
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    """A random JSON-able value: wrong types, nulls, nesting, emoji, control characters."""
+    pool = ["", " ", "x", "naïve 東京 😀", "\x00\x1f ctl", "\u202e rtl", "a" * 600]
+    kind = rng.randrange(7 if depth < 6 else 4)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False, 0, -1, 3.5, 10**30])
+    if kind in (2, 3):
+        return rng.choice(pool)
+    if kind == 4:
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["id", "text", "source", "ts", "meta", "other"]
+    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+def test_fuzzed_input_never_raises_and_valid_items_serialise() -> None:
+    rng = random.Random(20261124)
+    model = ModelInfo("m", "1", "int8", DEFAULT_TASKS, 128)
+    pred = Prediction(
+        {t.name: TaskPrediction(t.labels[0], 1.0, {t.labels[0]: 1.0}) for t in DEFAULT_TASKS},
+        truncated=False,
+    )
+    for n in range(3000):
+        if n % 3 == 0:
+            value = rng.randbytes(rng.randrange(0, 300))
+        elif n % 3 == 1:
+            value = json.dumps(random_json(rng)).encode()
+        else:
+            doc = {"id": f"f{n}", "text": random_json(rng), "meta": random_json(rng)}
+            value = json.dumps(doc, ensure_ascii=rng.random() < 0.5).encode()
+        result = parse(value)
+        if isinstance(result, m.FeedItem):
+            assert result.text.strip()
+            json.loads(labeled_value(result, pred, model, {"consumed": 0.0}, "w"))
+        else:
+            assert result.reason in m.REASONS and result.error
 
 
 def test_every_reason_is_listed() -> None:

@@ -65,6 +65,7 @@ def mixed_feed(n_good: int) -> tuple[list[Record], list[str | None]]:
             m.TEXT_TOO_LONG,
         ),
         (b"bad-null", b"", m.EMPTY_MESSAGE),
+        (b"bad-unicode", b'{"id": "bad-unicode", "text": "\\ud800 x"}', m.INVALID_UNICODE),
     ]
     for key, value, reason in extra:
         records.append((key, value))
@@ -211,22 +212,52 @@ async def test_kill_9_mid_stream_loses_nothing(
     assert not missing, f"{len(missing)} ids lost, e.g. {sorted(missing)[:5]}"
 
 
-async def test_two_workers_in_one_group_split_partitions(
+async def test_second_worker_joining_mid_stream_splits_partitions(
     broker: EmbeddedBroker,
     settings_factory: Callable[..., Settings],
     process_factory: Callable[..., Any],
 ) -> None:
+    """A rebalance under load: nothing lost, both workers label, both stop on SIGTERM."""
     settings = settings_factory(broker, max_batch=8)
     await ensure_topics(settings, pipeline_topics(settings))
-    process_factory(settings, "worker", log_name="w1")
-    process_factory(settings, "worker", log_name="w2")
-    await asyncio.sleep(8)  # both join before the stream starts (Tansu joins take ~5 s)
-    records, _ = mixed_feed(600)
+    first = process_factory(settings, "worker", log_name="w1")
+    records, _ = mixed_feed(2000)
     positions = await publish(settings, records)
-    audit = await audit_outputs(settings, positions, by="position", timeout_s=180, settle_s=1)
-    assert not audit.missing(positions, "position")
-    workers_by_partition: dict[int, set[str]] = {}
-    for doc in audit.samples:
-        workers_by_partition.setdefault(doc["input"]["partition"], set()).add(doc["worker"])
-    workers = set().union(*workers_by_partition.values())
-    assert len(workers) == 2, workers_by_partition
+    await wait_for_output_count(settings, 150, timeout_s=90)
+    second = process_factory(settings, "worker", log_name="w2")
+    audit = await audit_outputs(settings, positions, by="position", timeout_s=240, settle_s=1)
+    missing = audit.missing(positions, "position")
+    assert not missing, f"{len(missing)} lost"
+    workers: set[str] = set()
+    async for rec in read_topics(settings, [settings.output_topic], idle_timeout_s=1):
+        workers.add(json.loads(rec.value)["worker"])
+    assert len(workers) == 2, "the second worker got no partitions"
+    for proc in (first, second):
+        proc.send_signal(signal.SIGTERM)
+    assert [first.wait(timeout=30), second.wait(timeout=30)] == [0, 0]
+    print(f"rebalance under load: duplicates={audit.duplicates()}")
+
+
+async def test_oversized_input_is_dead_lettered_cut_with_its_size(
+    broker: EmbeddedBroker, settings_factory: Callable[..., Settings]
+) -> None:
+    settings = settings_factory(broker, max_message_bytes=2000)
+    huge = json.dumps({"id": "huge", "text": "z" * 5000}).encode()
+    worker, task = await start_worker(settings)
+    try:
+        positions = await publish(
+            settings, [(b"huge", huge), (b"ok", b'{"id": "ok", "text": "fine"}')]
+        )
+        audit = await audit_outputs(settings, positions, by="position", timeout_s=60)
+    finally:
+        await stop_worker(worker, task)
+    assert audit.reasons_at[positions[0]] == m.MESSAGE_TOO_LARGE
+    assert audit.labeled["ok"] == 1
+    async for rec in read_topics(settings, [settings.dlq_topic], idle_timeout_s=1):
+        headers = dict(rec.headers)
+        assert rec.value == huge[:2000]
+        assert headers["feedpulse.original.size"] == str(len(huge)).encode()
+        assert headers["feedpulse.original.truncated"] == b"true"
+        break
+    else:
+        pytest.fail("no dead letter")
