@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev demo test lint typecheck bench clean
+.PHONY: setup setup-dev setup-triton demo test lint typecheck bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "feedpulse needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -19,7 +19,18 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The local Triton server: the real tritonserver in the nvidia-pytriton wheel (installed
+# without its Python API's dependencies, which pin numpy < 2), and a separate environment
+# for its python-backend stubs, which only work with numpy < 2.
+$(VENV)/.installed-triton: $(VENV)/.installed
+	$(BIN)/pip install --quiet --no-deps nvidia-pytriton==0.7.0
+	$(PYTHON) -m venv $(VENV)/triton-env
+	$(VENV)/triton-env/bin/pip install --quiet "numpy<2" onnxruntime
+	touch $@
+
 setup: $(VENV)/.installed
+
+setup-triton: $(VENV)/.installed-triton
 
 setup-dev: $(VENV)/.installed-dev
 
@@ -33,7 +44,7 @@ lint: setup-dev
 typecheck: setup-dev
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck setup-triton
 	$(BIN)/pytest
 
 bench: setup-dev

@@ -109,3 +109,25 @@ def predictions_from_logits(
         emb = embeddings[row] if embeddings is not None else None
         out.append(Prediction(tasks=per_task, truncated=bool(was_truncated), embedding=emb))
     return out
+
+
+def predictions_from_chunks(
+    tasks: Sequence[TaskHead],
+    truncated: Sequence[bool],
+    chunks: Sequence[tuple[Sequence[int], dict[str, npt.NDArray[np.float32]]]],
+) -> list[Prediction]:
+    """Reassemble per-chunk graph outputs (`<task>_logits`, `embedding`) into input order.
+
+    Each chunk is (the input rows it holds, its outputs by name).
+    """
+    n = len(truncated)
+    logits = {t.name: np.empty((n, len(t.labels)), dtype=np.float32) for t in tasks}
+    embeddings: npt.NDArray[np.float32] | None = None
+    for rows, outputs in chunks:
+        index = list(rows)
+        for t in tasks:
+            logits[t.name][index] = outputs[f"{t.name}_logits"]
+        if embeddings is None:
+            embeddings = np.empty((n, outputs["embedding"].shape[1]), dtype=np.float32)
+        embeddings[index] = outputs["embedding"]
+    return predictions_from_logits(tasks, logits, truncated, embeddings)

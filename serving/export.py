@@ -125,6 +125,8 @@ def export_version(
         quantize_int8(path / FP32_FILE, path / INT8_FILE)
         tokenizer.backend_tokenizer.save(str(path / TOKENIZER_FILE))
         save_heads(model, path / HEADS_FILE)
+        # Triton's python backend serves the version through this file (CPU path).
+        shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), path / "model.py")
         manifest = {
             "name": name,
             "version": version,

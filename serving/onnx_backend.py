@@ -6,11 +6,9 @@ import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-import numpy.typing as npt
 import onnxruntime as ort
 
-from serving.contract import InferenceError, ModelInfo, Prediction, predictions_from_logits
+from serving.contract import InferenceError, ModelInfo, Prediction, predictions_from_chunks
 from serving.model_store import ModelVersion
 from serving.tokenization import TextTokenizer, TokenizedTexts
 
@@ -60,20 +58,13 @@ class OnnxClassifier:
 
     def run_tokenized(self, tokens: TokenizedTexts) -> list[Prediction]:
         """Run the graph on tokenized texts, chunk by length-sorted chunk (blocking)."""
-        n = len(tokens.ids)
-        logits = {t.name: np.empty((n, len(t.labels)), dtype=np.float32) for t in self._tasks}
-        embeddings: npt.NDArray[np.float32] | None = None
+        results = []
         for chunk in self._tokenizer.chunks(tokens, self._chunk_size):
             outputs = self._session.run(
                 None, {"input_ids": chunk.input_ids, "attention_mask": chunk.attention_mask}
             )
-            by_name = dict(zip(self._output_names, outputs, strict=True))
-            for t in self._tasks:
-                logits[t.name][chunk.rows] = by_name[f"{t.name}_logits"]
-            if embeddings is None:
-                embeddings = np.empty((n, by_name["embedding"].shape[1]), dtype=np.float32)
-            embeddings[chunk.rows] = by_name["embedding"]
-        return predictions_from_logits(self._tasks, logits, tokens.truncated, embeddings)
+            results.append((chunk.rows, dict(zip(self._output_names, outputs, strict=True))))
+        return predictions_from_chunks(self._tasks, tokens.truncated, results)
 
     def classify_sync(self, texts: Sequence[str]) -> list[Prediction]:
         """Tokenize and classify (blocking)."""

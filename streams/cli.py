@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,11 +59,12 @@ def demo(
         float, typer.Option(help="Publish rate in messages/s (0: as fast as possible)")
     ] = 0.0,
     partitions: Annotated[int | None, typer.Option(help="Partitions per topic")] = None,
+    backend: Annotated[str | None, typer.Option(help="onnx (in-process) or triton (local)")] = None,
 ) -> None:
     """Run the whole pipeline on an embedded broker and print a JSON summary line."""
     from streams.demo import run_demo
 
-    settings = _settings(topic_partitions=partitions)
+    settings = _settings(topic_partitions=partitions, backend=backend)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     summary = asyncio.run(run_demo(settings, count=count, workers=workers, rate=rate, console=err))
     print(json.dumps(summary), flush=True)
@@ -118,6 +120,8 @@ def worker(
     ] = None,
     model_variant: Annotated[str | None, typer.Option(help="int8 or fp32")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0: off)")] = None,
+    backend: Annotated[str | None, typer.Option(help="onnx (in-process) or triton")] = None,
+    triton_url: Annotated[str | None, typer.Option(help="Triton gRPC HOST:PORT")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a classify worker against any Kafka bootstrap servers until SIGTERM/SIGINT."""
@@ -136,6 +140,8 @@ def worker(
         model_repository=model_repository,
         model_variant=model_variant,
         metrics_port=metrics_port,
+        backend=backend,
+        triton_url=triton_url,
     )
     _logging(verbose)
     try:
@@ -239,3 +245,52 @@ def train(
     settings = _settings(base_model=base_model, model_repository=model_repository)
     report = train_and_export(settings, data=data, console=err)
     print(json.dumps(report), flush=True)
+
+
+triton_app = typer.Typer(help="The local Triton Inference Server.", no_args_is_help=True)
+app.add_typer(triton_app, name="triton")
+
+
+@triton_app.command("serve")
+def triton_serve(
+    model_repository: Annotated[
+        Path | None, typer.Option(help="Model repository directory")
+    ] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus metrics port")] = None,
+) -> None:
+    """Serve the model repository with the bundled tritonserver until SIGTERM/SIGINT."""
+    from serving.triton_server import TritonError
+    from streams.runtime import local_triton
+
+    settings = _settings(
+        model_repository=model_repository,
+        triton_grpc_port=grpc_port,
+        triton_http_port=http_port,
+        triton_metrics_port=metrics_port,
+    )
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    server = local_triton(settings)
+    try:
+        with err.status("starting tritonserver and loading the model"):
+            server.start()
+        err.print(
+            f"Triton ready: gRPC {server.grpc_url}, HTTP {settings.triton_http_port}, "
+            f"metrics {settings.triton_metrics_port}; Ctrl-C stops it"
+        )
+        while server.alive():
+            time.sleep(1)
+        err.print("[red]tritonserver exited[/]")
+        raise typer.Exit(1)
+    except TritonError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

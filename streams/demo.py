@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import statistics
@@ -18,8 +19,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from streams.audit import Audit, Position, audit_outputs
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, free_port
 from streams.publish import Record, publish
+from streams.runtime import local_triton
 from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
 from streams.training import ensure_model
@@ -125,11 +127,25 @@ async def run_demo(
     model_label = f"{model.name}/{model.version} ({settings.model_variant})"
 
     logs = Path(tempfile.mkdtemp(prefix="feedpulse-demo-"))
-    with EmbeddedBroker(log_path=logs / "broker.log") as broker:
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(EmbeddedBroker(log_path=logs / "broker.log"))
         settings = settings.model_copy(
             update={"bootstrap_servers": broker.bootstrap_servers, "metrics_port": 0}
         )
         console.print(f"embedded broker on {broker.bootstrap_servers} (logs in {logs})")
+        if settings.backend == "triton":
+            settings = settings.model_copy(
+                update={
+                    "triton_http_port": free_port(),
+                    "triton_grpc_port": free_port(),
+                    "triton_metrics_port": free_port(),
+                }
+            )
+            with console.status("starting Triton and loading the model"):
+                triton = stack.enter_context(local_triton(settings, logs / "triton.log"))
+            settings = settings.model_copy(update={"triton_url": triton.grpc_url})
+            console.print(f"Triton serving on {triton.grpc_url}")
+            model_label = f"{model.name}/{model.version} (triton)"
         await ensure_topics(settings, pipeline_topics(settings))
         procs = WorkerProcesses(settings, logs)
         procs.start(workers)
@@ -157,4 +173,5 @@ async def run_demo(
         finally:
             if any(code != 0 for code in procs.stop()):
                 console.print(f"[red]a worker exited uncleanly; see {logs}[/]")
-    return summarize(audit, positions, published_at, model_label)
+    served = audit.models.most_common(1)[0][0] if audit.models else model_label
+    return summarize(audit, positions, published_at, served)

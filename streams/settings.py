@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     # Texts per ONNX run inside a micro-batch (length-sorted); small chunks pad less.
     inference_chunk: int = Field(16, ge=1)
 
+    # Inference backend: the in-process ONNX model, or any Triton server over gRPC.
+    backend: Literal["onnx", "triton"] = "onnx"
+    triton_url: str = "127.0.0.1:8001"
+    triton_timeout_s: float = Field(10.0, gt=0)
+    triton_ssl: bool = False
+    triton_root_certificates: str | None = None
+    # The local Triton server (`feedpulse triton serve`): ports, and the Python environment
+    # its python-backend stubs import numpy (< 2) and onnxruntime from.
+    triton_http_port: int = Field(8000, ge=1, le=65535)
+    triton_grpc_port: int = Field(8001, ge=1, le=65535)
+    triton_metrics_port: int = Field(8002, ge=1, le=65535)
+    triton_python_env: Path = Path(".venv/triton-env")
+
     # Embedded broker
     broker_listen: str = "127.0.0.1:9092"
 

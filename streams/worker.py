@@ -52,6 +52,10 @@ MAX_BACKOFF_S = 5.0
 OVERSIZE_KEEP_BYTES = 16 * 1024
 
 
+class BatchAbandonedError(Exception):
+    """The worker stops before this batch could be classified; it stays uncommitted."""
+
+
 class ProduceFailedError(RuntimeError):
     """Outputs could not be acknowledged; the batch stays uncommitted and will be redelivered."""
 
@@ -117,6 +121,7 @@ class ClassifyWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._delivery: asyncio.Task[None] | None = None
+        self._paused = False
 
     def stop(self) -> None:
         """Ask the worker to finish the batch in flight, commit and leave the group."""
@@ -164,7 +169,11 @@ class ClassifyWorker:
                     records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
                     if not records:
                         continue
-                    prepared = await self._prepare(records)
+                    try:
+                        prepared = await self._prepare(records)
+                    except BatchAbandonedError as exc:
+                        log.warning("%s: %d records left uncommitted", exc, len(records))
+                        break
                     # Batch N is delivered while batch N+1 is fetched and classified;
                     # one delivery at a time keeps produce and commit order.
                     await self.finish_delivery()
@@ -202,6 +211,18 @@ class ClassifyWorker:
             if time.monotonic() >= deadline:
                 break
         return records
+
+    def _pause_fetching(self) -> None:
+        if self._consumer is not None and not self._paused:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+            log.warning("paused fetching until inference is back")
+
+    def _resume_fetching(self) -> None:
+        if self._consumer is not None and self._paused:
+            self._consumer.resume(*self._consumer.paused())
+            self._paused = False
+            log.info("inference is back: fetching resumed")
 
     async def settle_delivery(self) -> None:
         """Wait until the in-flight delivery ends, leaving its outcome for the main loop."""
@@ -268,24 +289,37 @@ class ClassifyWorker:
         texts = [it.text for it in items]
         started = time.perf_counter()
         attempt = 0
-        while True:
-            try:
-                preds = await self.classifier.classify(texts)
-                self.metrics.inference_seconds.observe(time.perf_counter() - started)
-                self.metrics.batch_size.observe(len(items))
-                return list(zip(items, preds, strict=True)), []
-            except InferenceError as exc:
-                if not exc.retriable:
-                    log.warning("batch of %d failed (%s): classifying one by one", len(items), exc)
+        try:
+            while True:
+                try:
+                    preds = await self.classifier.classify(texts)
+                    self.metrics.inference_seconds.observe(time.perf_counter() - started)
+                    self.metrics.batch_size.observe(len(items))
+                    return list(zip(items, preds, strict=True)), []
+                except InferenceError as exc:
+                    if not exc.retriable:
+                        log.warning("batch of %d failed (%s): one by one", len(items), exc)
+                        break
+                    if self._stop.is_set():
+                        raise BatchAbandonedError(
+                            "stopping while inference is unavailable"
+                        ) from exc
+                    attempt += 1
+                    if attempt == 1:
+                        # Stop fetching while the server is away: memory stays bounded and
+                        # nothing is dead-lettered for the server's absence.
+                        self._pause_fetching()
+                    self.metrics.retries.labels("classify").inc()
+                    delay = min(MAX_BACKOFF_S, 0.1 * 2**attempt)
+                    log.warning(
+                        "inference unavailable (%s); retry %d in %.1fs", exc, attempt, delay
+                    )
+                    await asyncio.sleep(delay)
+                except Exception as exc:  # a backend bug on odd input must not stop the stream
+                    log.warning("batch of %d failed (%r): one by one", len(items), exc)
                     break
-                attempt += 1
-                self.metrics.retries.labels("classify").inc()
-                delay = min(MAX_BACKOFF_S, 0.1 * 2**attempt)
-                log.warning("inference unavailable (%s); retry %d in %.1fs", exc, attempt, delay)
-                await asyncio.sleep(delay)
-            except Exception as exc:  # a backend bug on odd input must not stop the stream
-                log.warning("batch of %d failed (%r): classifying one by one", len(items), exc)
-                break
+        finally:
+            self._resume_fetching()
         return await self._classify_one_by_one(items)
 
     async def _classify_one_by_one(

@@ -1,0 +1,236 @@
+"""Launch a local Triton server (the `tritonserver` bundled in `nvidia-pytriton`)."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+
+
+class TritonError(RuntimeError):
+    """Triton could not be found or started."""
+
+
+def pytriton_root() -> Path:
+    """The `tritonserver` tree inside the installed nvidia-pytriton wheel."""
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise TritonError(
+            "the local Triton server needs the 'nvidia-pytriton' wheel: "
+            "`.venv/bin/pip install --no-deps nvidia-pytriton==0.7.0` (or `make setup-triton`)"
+        ) from exc
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def backend_directory(target: Path) -> Path:
+    """Assemble the python backend where tritonserver looks for it: B/python/{lib,utils,stub}."""
+    root = pytriton_root()
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    sources = [
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        root / "python_backend_stubs" / version / "triton_python_backend_stub",
+    ]
+    for src in sources:
+        if not src.exists():
+            raise TritonError(f"{src} missing from nvidia-pytriton (Python {version})")
+        dst = python_dir / src.name
+        if not dst.exists():
+            shutil.copy2(src, dst)
+    return target
+
+
+def server_environment(python_env: Path) -> dict[str, str]:
+    """Library and executable paths the server and its python stubs need.
+
+    libpython of this interpreter first (a mismatched one breaks threading), then the
+    wheel's bundled libraries (without them the stub cannot load and the server hangs);
+    `python_env`'s bin first on PATH: the stub imports numpy and onnxruntime from there.
+    That environment needs numpy < 2: the stub (built against numpy 1) reads numpy 2
+    arrays as zero bytes and answers with empty outputs.
+    """
+    import pytriton
+
+    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    env = dict(os.environ)
+    lib_path = [str(sysconfig.get_config_var("LIBDIR")), str(libs)]
+    if env.get("LD_LIBRARY_PATH"):
+        lib_path.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = ":".join(lib_path)
+    env["PATH"] = f"{python_env / 'bin'}:{env.get('PATH', '')}"
+    return env
+
+
+def install_python_model(repository: Path) -> int:
+    """Give every exported version the python-backend `model.py` it needs; returns how many.
+
+    Versions exported by feedpulse carry it already; this covers copies made by hand.
+    """
+    source = Path(__file__).with_name("triton_python_model.py")
+    added = 0
+    for manifest in repository.glob("*/[0-9]*/feedpulse.json"):
+        target = manifest.parent / "model.py"
+        if not target.exists():
+            shutil.copyfile(source, target)
+            added += 1
+    return added
+
+
+class TritonServer:
+    """A tritonserver process on loopback serving `repository`; a context manager."""
+
+    def __init__(
+        self,
+        repository: Path,
+        *,
+        http_port: int,
+        grpc_port: int,
+        metrics_port: int,
+        host: str = "127.0.0.1",
+        python_env: Path,
+        poll_seconds: int = 2,
+        log_path: Path | None = None,
+    ) -> None:
+        self.python_env = python_env
+        self.repository = repository.resolve()
+        self.host = host
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.poll_seconds = poll_seconds
+        self.log_path = log_path
+        self._workdir = Path(tempfile.mkdtemp(prefix="feedpulse-triton-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._shm_before: set[str] = set()
+
+    @property
+    def grpc_url(self) -> str:
+        """Where gRPC clients connect."""
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server, if running."""
+        return self._proc.pid if self._proc else None
+
+    def command(self) -> list[str]:
+        """The tritonserver command line."""
+        return [
+            str(pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backend_directory(self._workdir / 'backends')}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--pinned-memory-pool-byte-size=0",
+            "--backend-config=python,shm-default-byte-size=4194304",
+            # Poll the repository so a new model version is served without a restart.
+            "--model-control-mode=poll",
+            f"--repository-poll-secs={self.poll_seconds}",
+            "--exit-timeout-secs=5",
+        ]
+
+    def start(self, timeout_s: float = 60) -> TritonServer:
+        """Start the server and wait until it reports ready."""
+        if not list(self.repository.glob("*/config.pbtxt")):
+            raise TritonError(f"no */config.pbtxt under {self.repository}")
+        if not (self.python_env / "bin" / "python").exists():
+            raise TritonError(
+                f"no Python environment for the python backend at {self.python_env}: "
+                "run `make setup-triton`"
+            )
+        install_python_model(self.repository)
+        self._shm_before = set(glob.glob(SHM_GLOB))
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self._proc = subprocess.Popen(
+                self.command(),
+                env=server_environment(self.python_env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            if self.log_path:
+                out.close()  # type: ignore[union-attr]
+        self.wait_ready(timeout_s)
+        return self
+
+    def alive(self) -> bool:
+        """Whether the server process is running."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def ready(self) -> bool:
+        """True when the server's HTTP health endpoint says ready."""
+        url = f"http://{self.host}:{self.http_port}/v2/health/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until ready, or fail with the server's exit code."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise TritonError(f"tritonserver exited with {self._proc.returncode}; see its log")
+            if self.ready():
+                return
+            time.sleep(0.2)
+        raise TritonError(f"tritonserver not ready after {timeout_s:.0f}s")
+
+    def kill(self) -> None:
+        """SIGKILL the server (fault injection); shared memory is cleaned by stop()."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def stop(self, timeout_s: float = 15) -> None:
+        """Stop the server, then remove the shared-memory regions it left behind."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # Stubs of a killed server outlive it briefly; give them a moment to exit.
+        time.sleep(0.2)
+        for path in set(glob.glob(SHM_GLOB)) - self._shm_before:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def close(self) -> None:
+        """Stop and delete the working directory."""
+        self.stop()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

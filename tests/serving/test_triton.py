@@ -1,0 +1,99 @@
+"""The Triton backend against a real tritonserver (the one bundled in nvidia-pytriton)."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from serving.onnx_backend import OnnxClassifier
+from serving.train_heads import read_labeled, seed_data_path, split_holdout
+from serving.triton_backend import TritonClassifier
+from serving.triton_server import TritonServer
+from tests.conftest import REPO_ROOT, BuiltModel, new_triton
+
+pytestmark = pytest.mark.integration
+
+CONFIGS = sorted(REPO_ROOT.glob("triton_models/**/config.pbtxt")) + sorted(
+    REPO_ROOT.glob("deploy/**/config.pbtxt")
+)
+
+
+@pytest.fixture(scope="module")
+def triton(
+    triton_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """One real Triton server for this module's tests."""
+    with new_triton(triton_repository, tmp_path_factory.mktemp("triton")) as server:
+        yield server
+
+
+def metric_total(server: TritonServer, name: str) -> float:
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        lines = resp.read().decode().splitlines()
+    return sum(float(ln.rpartition(" ")[2]) for ln in lines if ln.startswith(name + "{"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_config_parses_as_a_triton_model_config(path: Path) -> None:
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    assert config.name == path.parent.name
+    assert {i.name for i in config.input} == {"input_ids", "attention_mask"}
+    assert "embedding" in {o.name for o in config.output}
+
+
+def test_there_is_a_config_to_check() -> None:
+    assert CONFIGS, "no config.pbtxt found"
+
+
+async def test_triton_matches_the_in_process_backend(
+    triton: TritonServer, built_model: BuiltModel
+) -> None:
+    _, held = split_holdout(read_labeled(seed_data_path(), built_model.model.tasks))
+    texts = [r.text for r in held]
+    local = OnnxClassifier(built_model.version, variant="fp32").classify_sync(texts)
+    remote_clf = TritonClassifier(triton.grpc_url, built_model.version)
+    try:
+        remote = await remote_clf.classify(texts)
+    finally:
+        await remote_clf.close()
+    assert remote_clf.info.version == "1" and remote_clf.info.variant == "triton"
+    for task in built_model.model.tasks:
+        agree = np.mean(
+            [
+                a.tasks[task.name].label == b.tasks[task.name].label
+                for a, b in zip(local, remote, strict=True)
+            ]
+        )
+        assert agree == 1.0, f"{task.name}: labels agree on {agree:.1%}"
+        diff = max(
+            abs(a.tasks[task.name].scores[lab] - b.tasks[task.name].scores[lab])
+            for a, b in zip(local, remote, strict=True)
+            for lab in task.labels
+        )
+        # Same fp32 graph; only the padding of merged ragged requests differs.
+        assert diff < 1e-3, f"{task.name}: class scores differ by up to {diff:.5f}"
+
+
+async def test_dynamic_batching_merges_concurrent_requests(
+    triton: TritonServer, built_model: BuiltModel
+) -> None:
+    clf = TritonClassifier(triton.grpc_url, built_model.version, chunk_size=1)
+    before_exec = metric_total(triton, "nv_inference_exec_count")
+    before_count = metric_total(triton, "nv_inference_count")
+    try:
+        texts = [f"Headline number {i}: markets and matches" for i in range(16)]
+        await asyncio.gather(*(clf.classify(texts) for _ in range(8)))  # 128 one-text requests
+    finally:
+        await clf.close()
+    executions = metric_total(triton, "nv_inference_exec_count") - before_exec
+    inferences = metric_total(triton, "nv_inference_count") - before_count
+    assert inferences == 128
+    assert executions < inferences, f"{executions} executions for {inferences} inferences"
