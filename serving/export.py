@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -115,9 +116,14 @@ def export_version(
     base_checkpoint: str,
     metrics: dict[str, Any] | None = None,
 ) -> ModelVersion:
-    """Write a new numbered version (fp32 + int8 ONNX, tokenizer, manifest) and return it."""
+    """Write a new numbered version (fp32 + int8 ONNX, tokenizer, manifest) and return it.
+
+    The version is built in a staging directory and renamed into place when complete: a
+    Triton server polling the repository must never see a half-written version.
+    """
     version = next_version(repository, name)
-    path = repository / name / str(version)
+    final = repository / name / str(version)
+    path = repository / name / f".staging-{version}-{os.getpid()}"
     path.mkdir(parents=True, exist_ok=False)
     try:
         export_onnx(model, path / FP32_FILE)
@@ -141,8 +147,9 @@ def export_version(
             "metrics": metrics or {},
         }
         write_manifest(path, manifest)
+        path.rename(final)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
-    log.info("exported %s version %d to %s", name, version, path)
+    log.info("exported %s version %d to %s", name, version, final)
     return load_version(repository, name, version)
