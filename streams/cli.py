@@ -294,3 +294,27 @@ def triton_serve(
         pass
     finally:
         server.close()
+
+
+@triton_app.command("build-plan")
+def triton_build_plan(
+    model_repository: Annotated[
+        Path | None, typer.Option(help="Model repository directory")
+    ] = None,
+    version: Annotated[int | None, typer.Option(help="Model version (default newest)")] = None,
+    max_seq: Annotated[int, typer.Option(help="Longest sequence the engine accepts")] = 128,
+    max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts")] = 64,
+) -> None:
+    """Build a TensorRT FP16 engine (model.plan) for a version: GPU machines only."""
+    from serving.model_store import load_version
+    from serving.tensorrt import ShapeProfile, TensorRTUnavailableError, build_plan
+
+    settings = _settings(model_repository=model_repository, model_version=version)
+    model = load_version(settings.model_repository, settings.model_name, settings.model_version)
+    profile = ShapeProfile(max_batch=max_batch, max_seq=max_seq, opt_seq=min(64, max_seq))
+    try:
+        plan = build_plan(model.path, profile)
+    except TensorRTUnavailableError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    err.print(f"built {plan}; serve it with deploy/triton/tensorrt_fp16/ configs")
