@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev setup-triton demo test lint typecheck bench clean
+.PHONY: setup setup-dev setup-triton demo test lint typecheck bench bench-triton clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "feedpulse needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -49,6 +49,9 @@ test: lint typecheck setup-triton
 
 bench: setup-dev
 	$(BIN)/python bench/throughput.py
+
+bench-triton: setup-dev setup-triton
+	$(BIN)/python bench/triton.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
