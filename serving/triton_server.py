@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from serving.child_process import spawn, terminate
+
 SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
 
 
@@ -24,16 +27,24 @@ class TritonError(RuntimeError):
     """Triton could not be found or started."""
 
 
-def pytriton_root() -> Path:
-    """The `tritonserver` tree inside the installed nvidia-pytriton wheel."""
-    try:
-        import pytriton
-    except ImportError as exc:
+def pytriton_package() -> Path:
+    """The installed nvidia-pytriton package directory, found without importing it.
+
+    Importing `pytriton` pulls in its client and that client's dependencies (gevent...),
+    which `make setup-triton` deliberately leaves out: only the server binary is used.
+    """
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         raise TritonError(
             "the local Triton server needs the 'nvidia-pytriton' wheel: "
             "`.venv/bin/pip install --no-deps nvidia-pytriton==0.7.0` (or `make setup-triton`)"
-        ) from exc
-    return Path(pytriton.__file__).parent / "tritonserver"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def pytriton_root() -> Path:
+    """The `tritonserver` tree inside the installed nvidia-pytriton wheel."""
+    return pytriton_package() / "tritonserver"
 
 
 def backend_directory(target: Path) -> Path:
@@ -65,9 +76,7 @@ def server_environment(python_env: Path) -> dict[str, str]:
     That environment needs numpy < 2: the stub (built against numpy 1) reads numpy 2
     arrays as zero bytes and answers with empty outputs.
     """
-    import pytriton
-
-    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    libs = pytriton_package().parent / "nvidia_pytriton.libs"
     env = dict(os.environ)
     lib_path = [str(sysconfig.get_config_var("LIBDIR")), str(libs)]
     if env.get("LD_LIBRARY_PATH"):
@@ -90,6 +99,17 @@ def install_python_model(repository: Path) -> int:
             shutil.copyfile(source, target)
             added += 1
     return added
+
+
+def processes_using(directory: Path) -> list[int]:
+    """Pids whose command line mentions `directory` (Linux /proc)."""
+    marker = str(directory).encode()
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if marker in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    return pids
 
 
 class TritonServer:
@@ -159,17 +179,7 @@ class TritonServer:
             )
         install_python_model(self.repository)
         self._shm_before = set(glob.glob(SHM_GLOB))
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self._proc = subprocess.Popen(
-                self.command(),
-                env=server_environment(self.python_env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        finally:
-            if self.log_path:
-                out.close()  # type: ignore[union-attr]
+        self._proc = spawn(self.command(), self.log_path, server_environment(self.python_env))
         self.wait_ready(timeout_s)
         return self
 
@@ -206,14 +216,12 @@ class TritonServer:
     def stop(self, timeout_s: float = 15) -> None:
         """Stop the server, then remove the shared-memory regions it left behind."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        # Stubs of a killed server outlive it briefly; give them a moment to exit.
+        terminate(proc, timeout_s)
+        # The python stubs of a SIGKILLed server can outlive it: they run from our backend
+        # directory, so any process still running from there is one of them.
+        for pid in processes_using(self._workdir):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
         for path in set(glob.glob(SHM_GLOB)) - self._shm_before:
             with contextlib.suppress(OSError):

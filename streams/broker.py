@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+
+from serving.child_process import spawn, terminate
 
 
 class BrokerError(RuntimeError):
@@ -45,24 +44,6 @@ def split_host_port(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"expected HOST:PORT, got {address!r}")
     return host or "127.0.0.1", int(port)
-
-
-def die_with_parent_hook() -> Callable[[], None] | None:
-    """A preexec hook making the child get SIGTERM when its parent dies, even by SIGKILL.
-
-    An orphaned broker would hold its port and memory forever. libc is loaded here, in
-    the parent, so the forked child runs no import. Linux only; elsewhere None.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return None
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return hook
 
 
 def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
@@ -113,14 +94,7 @@ class EmbeddedBroker:
             "--storage-engine",
             "memory://tansu/",
         ]
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self._proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent_hook()
-            )
-        finally:
-            if self.log_path:
-                out.close()  # type: ignore[union-attr]
+        self._proc = spawn(cmd, self.log_path)
         wait_for_port(self.host, self.port, timeout_s, self._proc)
         return self
 
@@ -133,14 +107,7 @@ class EmbeddedBroker:
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop the broker: SIGTERM, then SIGKILL if it lingers."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout_s)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

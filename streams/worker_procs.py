@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from streams.broker import die_with_parent_hook
+from serving.child_process import spawn, terminate
 from streams.settings import Settings
 from streams.worker import READY_MARKER
 
@@ -42,17 +42,9 @@ class WorkerProcesses:
     def start(self, count: int) -> None:
         """Start `count` more workers."""
         env = worker_env(self.settings)
+        cmd = [sys.executable, "-m", "streams", "worker"]
         for _ in range(count):
-            with open(self.log_path(len(self.procs)), "wb") as log_file:
-                self.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "streams", "worker"],
-                        env=env,
-                        stdout=log_file,
-                        stderr=subprocess.STDOUT,
-                        preexec_fn=die_with_parent_hook(),
-                    )
-                )
+            self.procs.append(spawn(cmd, self.log_path(len(self.procs)), env))
 
     async def wait_ready(self, timeout_s: float = 90) -> None:
         """Wait until every worker owns partitions (its log says so)."""
@@ -72,16 +64,9 @@ class WorkerProcesses:
                 )
             await asyncio.sleep(0.2)
 
-    def stop(self, timeout_s: float = 30) -> list[int]:
+    def stop(self, timeout_s: float = 30) -> list[int | None]:
         """SIGTERM every worker (finish batch, commit, leave); SIGKILL stragglers."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        codes = []
-        for proc in self.procs:
-            try:
-                codes.append(proc.wait(timeout=timeout_s))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append(proc.wait())
-        return codes
+        return [terminate(proc, timeout_s) for proc in self.procs]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from serving.child_process import spawn
 from serving.export import export_version
 from serving.model_store import ModelVersion
 from serving.multihead import MultiHeadModel, default_checkpoint
@@ -106,14 +107,8 @@ def process_factory(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[b
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(settings: Settings, *args: str, log_name: str = "proc") -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"{log_name}-{len(procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", *args],
-            env=worker_env(settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        log = tmp_path / f"{log_name}-{len(procs)}.log"
+        proc = spawn([sys.executable, "-m", "streams", *args], log, worker_env(settings))
         procs.append(proc)
         return proc
 

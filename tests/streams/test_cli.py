@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -16,11 +18,14 @@ from typing import Any
 
 import pytest
 
+from serving.child_process import spawn
+from serving.triton_server import SHM_GLOB
 from streams.audit import audit_outputs
 from streams.broker import EmbeddedBroker, free_port, wait_for_port
 from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
 from streams.worker_procs import worker_env
+from tests.conftest import REPO_ROOT, BuiltModel
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +113,54 @@ def test_broker_command_serves_kafka_and_stops_on_sigterm(tmp_path: Path) -> Non
     time.sleep(0.5)
     with pytest.raises(ConnectionRefusedError):  # the Tansu child went with it
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_triton_serve_runs_until_sigterm_and_cleans_shared_memory(
+    triton_repository: Path, tmp_path: Path
+) -> None:
+    shm_before = set(glob.glob(SHM_GLOB))
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    env = worker_env(Settings(model_repository=triton_repository, metrics_port=0))
+    env["FEEDPULSE_TRITON_PYTHON_ENV"] = str(REPO_ROOT / ".venv" / "triton-env")
+    proc = spawn(
+        [sys.executable, "-m", "streams", "triton", "serve", "--http-port", str(http),
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        tmp_path / "serve.log",
+        env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{http}/v2/models/feedpulse_classifier/ready"
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail((tmp_path / "serve.log").read_text()[-2000:])
+        assert set(glob.glob(SHM_GLOB)) - shm_before, "the python backend uses shared memory"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    assert code == 0
+    assert set(glob.glob(SHM_GLOB)) - shm_before == set(), "shared memory left behind"
+
+
+def test_demo_through_triton_accounts_for_everything(
+    built_model: BuiltModel, triton_repository: Path
+) -> None:
+    env = dict(os.environ, FEEDPULSE_MODEL_REPOSITORY=str(triton_repository))
+    env["FEEDPULSE_TRITON_PYTHON_ENV"] = str(REPO_ROOT / ".venv" / "triton-env")
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "demo", "--count", "80", "--backend", "triton"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["published"], summary["lost"], summary["dead_lettered"]) == (80, 0, 2)
+    assert summary["model"] == "feedpulse_classifier/1 (triton)"
