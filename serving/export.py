@@ -23,6 +23,7 @@ from serving.model_store import (
     write_manifest,
 )
 from serving.multihead import MultiHeadModel
+from serving.triton_server import install_python_model
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -131,8 +132,8 @@ def export_version(
         quantize_int8(path / FP32_FILE, path / INT8_FILE)
         tokenizer.backend_tokenizer.save(str(path / TOKENIZER_FILE))
         save_heads(model, path / HEADS_FILE)
-        # Triton's python backend serves the version through this file (CPU path).
-        shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), path / "model.py")
+        # Triton's python backend serves the version through model.py (CPU path).
+        install_python_model(path)
         manifest = {
             "name": name,
             "version": version,

@@ -6,6 +6,7 @@ import contextlib
 import glob
 import importlib.util
 import os
+import py_compile
 import shutil
 import signal
 import subprocess
@@ -86,19 +87,30 @@ def server_environment(python_env: Path) -> dict[str, str]:
     return env
 
 
-def install_python_model(repository: Path) -> int:
-    """Give every exported version the python-backend `model.py` it needs; returns how many.
+def install_python_model(version_dir: Path) -> bool:
+    """Give a version the python-backend `model.py`, byte-compiled; True if it was missing.
+
+    The bytecode is written here because the stub would otherwise write `__pycache__` into
+    the version directory on first load, and Triton, polling the repository, would take
+    that for a changed version and load the model a second time.
+    """
+    target = version_dir / "model.py"
+    added = not target.exists()
+    if added:
+        shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), target)
+    py_compile.compile(str(target), doraise=True)
+    return added
+
+
+def install_python_models(repository: Path) -> int:
+    """Install `model.py` in every exported version of every model; returns how many lacked it.
 
     Versions exported by feedpulse carry it already; this covers copies made by hand.
     """
-    source = Path(__file__).with_name("triton_python_model.py")
-    added = 0
-    for manifest in repository.glob("*/[0-9]*/feedpulse.json"):
-        target = manifest.parent / "model.py"
-        if not target.exists():
-            shutil.copyfile(source, target)
-            added += 1
-    return added
+    return sum(
+        install_python_model(manifest.parent)
+        for manifest in repository.glob("*/[0-9]*/feedpulse.json")
+    )
 
 
 def processes_using(directory: Path) -> list[int]:
@@ -177,7 +189,7 @@ class TritonServer:
                 f"no Python environment for the python backend at {self.python_env}: "
                 "run `make setup-triton`"
             )
-        install_python_model(self.repository)
+        install_python_models(self.repository)
         self._shm_before = set(glob.glob(SHM_GLOB))
         self._proc = spawn(self.command(), self.log_path, server_environment(self.python_env))
         self.wait_ready(timeout_s)

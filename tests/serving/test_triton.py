@@ -82,18 +82,42 @@ async def test_triton_matches_the_in_process_backend(
         assert diff < 1e-3, f"{task.name}: class scores differ by up to {diff:.5f}"
 
 
+async def inference_stats(url: str) -> tuple[int, int]:
+    """(inference_count, execution_count) of the model, from Triton's statistics API."""
+    from tritonclient.grpc.aio import InferenceServerClient
+
+    client = InferenceServerClient(url)
+    try:
+        stats = await client.get_inference_statistics("feedpulse_classifier")
+    finally:
+        await client.close()
+    # One entry per loaded version, in no fixed order: sum them.
+    return (
+        sum(int(m.inference_count) for m in stats.model_stats),
+        sum(int(m.execution_count) for m in stats.model_stats),
+    )
+
+
 async def test_dynamic_batching_merges_concurrent_requests(
     triton: TritonServer, built_model: BuiltModel
 ) -> None:
     clf = TritonClassifier(triton.grpc_url, built_model.version, chunk_size=1)
-    before_exec = metric_total(triton, "nv_inference_exec_count")
-    before_count = metric_total(triton, "nv_inference_count")
+    count0, exec0 = await inference_stats(triton.grpc_url)
     try:
         texts = [f"Headline number {i}: markets and matches" for i in range(16)]
         await asyncio.gather(*(clf.classify(texts) for _ in range(8)))  # 128 one-text requests
     finally:
         await clf.close()
-    executions = metric_total(triton, "nv_inference_exec_count") - before_exec
-    inferences = metric_total(triton, "nv_inference_count") - before_count
+    # Statistics are updated as requests complete; allow the last ones to land.
+    for _ in range(50):
+        count, executions = await inference_stats(triton.grpc_url)
+        if count - count0 >= 128:
+            break
+        await asyncio.sleep(0.1)
+    inferences, executions = count - count0, executions - exec0
     assert inferences == 128
     assert executions < inferences, f"{executions} executions for {inferences} inferences"
+    # The Prometheus endpoint reports the same batching.
+    assert metric_total(triton, "nv_inference_exec_count") < metric_total(
+        triton, "nv_inference_count"
+    )
