@@ -66,7 +66,15 @@ def demo(
 
     settings = _settings(topic_partitions=partitions, backend=backend)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    summary = asyncio.run(run_demo(settings, count=count, workers=workers, rate=rate, console=err))
+    from serving.triton_server import TritonError
+
+    try:
+        summary = asyncio.run(
+            run_demo(settings, count=count, workers=workers, rate=rate, console=err)
+        )
+    except TritonError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
     print(json.dumps(summary), flush=True)
     if summary["lost"]:
         raise typer.Exit(1)
