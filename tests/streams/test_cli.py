@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import glob
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ from streams.broker import EmbeddedBroker, free_port, wait_for_port
 from streams.settings import Settings
 from streams.topics import ensure_topics, pipeline_topics
 from streams.worker_procs import worker_env
-from tests.conftest import REPO_ROOT, BuiltModel
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -146,21 +145,3 @@ def test_triton_serve_runs_until_sigterm_and_cleans_shared_memory(
         code = proc.wait(timeout=30)
     assert code == 0
     assert set(glob.glob(SHM_GLOB)) - shm_before == set(), "shared memory left behind"
-
-
-def test_demo_through_triton_accounts_for_everything(
-    built_model: BuiltModel, triton_repository: Path
-) -> None:
-    env = dict(os.environ, FEEDPULSE_MODEL_REPOSITORY=str(triton_repository))
-    env["FEEDPULSE_TRITON_PYTHON_ENV"] = str(REPO_ROOT / ".venv" / "triton-env")
-    result = subprocess.run(
-        [sys.executable, "-m", "streams", "demo", "--count", "80", "--backend", "triton"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (summary["published"], summary["lost"], summary["dead_lettered"]) == (80, 0, 2)
-    assert summary["model"] == "feedpulse_classifier/1 (triton)"
