@@ -7,12 +7,14 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from serving.model_store import (
+    CHECKPOINT_DIR,
     FP32_FILE,
     HEADS_FILE,
     INT8_FILE,
@@ -116,11 +118,15 @@ def export_version(
     max_length: int,
     base_checkpoint: str,
     metrics: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+    finalize: Callable[[ModelVersion], dict[str, Any]] | None = None,
 ) -> ModelVersion:
-    """Write a new numbered version (fp32 + int8 ONNX, tokenizer, manifest) and return it.
+    """Write a new numbered version (fp32 + int8 ONNX, tokenizer, weights, manifest); return it.
 
     The version is built in a staging directory and renamed into place when complete: a
     Triton server polling the repository must never see a half-written version.
+    `finalize` runs on the complete staged version (to evaluate it and write reports beside
+    it); what it returns is merged into the manifest.
     """
     version = next_version(repository, name)
     final = repository / name / str(version)
@@ -132,6 +138,9 @@ def export_version(
         quantize_int8(path / FP32_FILE, path / INT8_FILE)
         tokenizer.backend_tokenizer.save(str(path / TOKENIZER_FILE))
         save_heads(model, path / HEADS_FILE)
+        # PyTorch weights, so a later incremental fine-tune can start from this version.
+        model.encoder.save_pretrained(str(path / CHECKPOINT_DIR))
+        tokenizer.save_pretrained(str(path / CHECKPOINT_DIR))
         # Triton's python backend serves the version through model.py (CPU path).
         install_python_model(path)
         manifest = {
@@ -146,8 +155,12 @@ def export_version(
             "variants": {"fp32": FP32_FILE, "int8": INT8_FILE},
             "opset": OPSET,
             "metrics": metrics or {},
+            "training": training or {},
         }
         write_manifest(path, manifest)
+        if finalize is not None:
+            manifest.update(finalize(ModelVersion(name, version, path, manifest)))
+            write_manifest(path, manifest)
         path.rename(final)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)

@@ -14,6 +14,9 @@ FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 HEADS_FILE = "heads.npz"
+CHECKPOINT_DIR = "checkpoint"
+REPORTS_DIR = "reports"
+MODEL_CARD = "MODEL_CARD.md"
 VARIANT_FILES = {"fp32": FP32_FILE, "int8": INT8_FILE}
 
 
@@ -55,6 +58,11 @@ class ModelVersion:
     def heads_path(self) -> Path:
         """Head weights as numpy arrays (`<task>.weight`, `<task>.bias`), for peers and learners."""
         return self.path / HEADS_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The PyTorch encoder and tokenizer (Hugging Face layout) that incremental training loads."""
+        return self.path / CHECKPOINT_DIR
 
     @property
     def tokenizer_path(self) -> Path:

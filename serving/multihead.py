@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from serving.contract import TaskHead
+from serving.model_store import ModelNotFoundError, ModelVersion
 
 
 def default_checkpoint() -> str:
@@ -69,3 +70,22 @@ class MultiHeadModel(nn.Module):  # type: ignore[misc]
     ) -> tuple[torch.Tensor, ...]:
         emb = self.embed(input_ids, attention_mask)
         return (*(self.heads[t.name](emb) for t in self.tasks), emb)
+
+
+def load_version_model(version: ModelVersion) -> tuple[MultiHeadModel, Any]:
+    """The PyTorch model and tokenizer of an exported version, to fine-tune it further."""
+    import numpy as np
+
+    if not version.checkpoint_path.is_dir():
+        raise ModelNotFoundError(
+            f"{version.name} version {version.version} has no PyTorch weights "
+            f"({version.checkpoint_path} is missing); train from a checkpoint instead"
+        )
+    encoder, tokenizer = load_encoder(str(version.checkpoint_path))
+    model = MultiHeadModel(encoder, version.tasks)
+    with np.load(version.heads_path) as heads:
+        for task in version.tasks:
+            head = model.heads[task.name]
+            head.weight.data = torch.from_numpy(heads[f"{task.name}.weight"].copy())
+            head.bias.data = torch.from_numpy(heads[f"{task.name}.bias"].copy())
+    return model, tokenizer

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,56 +10,10 @@ import torch
 from torch import nn
 
 from serving.contract import DEFAULT_TASKS, TaskHead
+from serving.labeled_data import LabeledText, read_labeled, seed_data_path, split_holdout
 from serving.multihead import MultiHeadModel, load_encoder
 
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class LabeledText:
-    """A text and its gold label per task (a task may be absent)."""
-
-    text: str
-    labels: dict[str, str]
-
-
-def seed_data_path() -> Path:
-    """The labeled headlines and posts the project wrote and ships for the default heads."""
-    return Path(str(resources.files("serving") / "seed_data" / "headlines.jsonl"))
-
-
-def read_labeled(path: Path, tasks: Sequence[TaskHead]) -> list[LabeledText]:
-    """Read JSONL rows `{"text": ..., "<task>": "<label>", ...}`, checking labels against heads."""
-    rows: list[LabeledText] = []
-    known = {t.name: set(t.labels) for t in tasks}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            obj = json.loads(line)
-            text = obj.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{path}:{lineno}: missing or empty 'text'")
-            labels = {name: obj[name] for name in known if name in obj}
-            for name, label in labels.items():
-                if label not in known[name]:
-                    raise ValueError(f"{path}:{lineno}: unknown {name} label {label!r}")
-            rows.append(LabeledText(text, labels))
-    if not rows:
-        raise ValueError(f"{path} holds no labeled rows")
-    return rows
-
-
-def split_holdout(
-    rows: Sequence[LabeledText], fraction: float = 0.2
-) -> tuple[list[LabeledText], list[LabeledText]]:
-    """Deterministic train/held-out split by a hash of the text (stable across runs)."""
-    train: list[LabeledText] = []
-    held: list[LabeledText] = []
-    for row in rows:
-        digest = hashlib.blake2b(row.text.encode(), digest_size=8).digest()
-        (held if int.from_bytes(digest) / 2**64 < fraction else train).append(row)
-    return train, held
 
 
 @torch.no_grad()  # type: ignore[untyped-decorator]
@@ -122,31 +72,25 @@ def accuracy(head: nn.Module, features: torch.Tensor, targets: torch.Tensor) -> 
         return float((head(features).argmax(dim=1) == targets).float().mean())
 
 
-def train_heads(
-    data: Path | None = None,
+def fit_heads(
+    model: MultiHeadModel,
+    tokenizer: Any,
+    train: Sequence[LabeledText],
+    held: Sequence[LabeledText],
     *,
-    checkpoint: str | None = None,
-    tasks: Sequence[TaskHead] = DEFAULT_TASKS,
-    max_length: int = 128,
-    holdout: float = 0.2,
+    max_length: int,
     seed: int = 0,
     progress: Progress | None = None,
-) -> tuple[MultiHeadModel, Any, dict[str, Any]]:
-    """Fit every head on the frozen encoder; return (model, tokenizer, held-out report)."""
-    path = data or seed_data_path()
-    rows = read_labeled(path, tasks)
-    train, held = split_holdout(rows, holdout)
-    encoder, tokenizer = load_encoder(checkpoint)
-    model = MultiHeadModel(encoder, tasks)
+) -> dict[str, Any]:
+    """Fit every head of `model` on its frozen encoder's embeddings; return held-out accuracy.
+
+    A row trains only the heads of the tasks it carries a label for.
+    """
     texts = [r.text for r in train] + [r.text for r in held]
     features = embed_texts(model, tokenizer, texts, max_length, progress=progress)
     train_x, held_x = features[: len(train)], features[len(train) :]
-    report: dict[str, Any] = {
-        "data": str(path),
-        "train_rows": len(train),
-        "heldout_rows": len(held),
-    }
-    for task in tasks:
+    report: dict[str, Any] = {"train_rows": len(train), "heldout_rows": len(held)}
+    for task in model.tasks:
         index = {label: i for i, label in enumerate(task.labels)}
         tr = [(i, index[r.labels[task.name]]) for i, r in enumerate(train) if task.name in r.labels]
         he = [(i, index[r.labels[task.name]]) for i, r in enumerate(held) if task.name in r.labels]
@@ -167,4 +111,28 @@ def train_heads(
         report[task.name] = {"heldout_accuracy": held_acc, "heldout_rows": len(he)}
         if progress:
             progress(f"head {task.name}", 1, 1)
-    return model, tokenizer, report
+    return report
+
+
+def train_heads(
+    data: Path | None = None,
+    *,
+    checkpoint: str | None = None,
+    tasks: Sequence[TaskHead] = DEFAULT_TASKS,
+    max_length: int = 128,
+    holdout: float = 0.2,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[MultiHeadModel, Any, dict[str, Any]]:
+    """Fit every head on the frozen encoder from a multi-task JSONL file (the seed set by default).
+
+    Returns (model, tokenizer, held-out report).
+    """
+    path = data or seed_data_path()
+    train, held = split_holdout(read_labeled(path, tasks), holdout)
+    encoder, tokenizer = load_encoder(checkpoint)
+    model = MultiHeadModel(encoder, tasks)
+    report = fit_heads(
+        model, tokenizer, train, held, max_length=max_length, seed=seed, progress=progress
+    )
+    return model, tokenizer, {"data": str(path), **report}

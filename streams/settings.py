@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     model_variant: Literal["int8", "fp32"] = "int8"
     base_model: str | None = None
     max_length: int = Field(128, ge=8)
+    # Training: labeled data sets (see ../shared/data/README.md) and resumable checkpoints.
+    data_dir: Path = Path("../shared/data")
+    checkpoint_dir: Path = Path(".feedpulse/checkpoints")
     inference_threads: int = Field(0, ge=0)
     # Texts per ONNX run inside a micro-batch (length-sorted); small chunks pad less.
     inference_chunk: int = Field(16, ge=1)

@@ -12,8 +12,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from serving.labeled_data import read_labeled, seed_data_path, split_holdout
 from serving.onnx_backend import OnnxClassifier
-from serving.train_heads import read_labeled, seed_data_path, split_holdout
 from serving.triton_backend import TritonClassifier
 from serving.triton_server import TritonServer
 from tests.conftest import REPO_ROOT, BuiltModel, new_triton
