@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev setup-triton demo test lint typecheck bench bench-triton clean
+.PHONY: setup setup-dev setup-triton demo test lint typecheck bench bench-triton bench-quality clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "feedpulse needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -52,6 +52,10 @@ bench: setup-dev
 
 bench-triton: setup-dev setup-triton
 	$(BIN)/python bench/triton.py
+
+# About an hour on 2 cores: fast path, fine-tuning, and a new-domain incremental fine-tune.
+bench-quality: setup-dev
+	$(BIN)/python bench/model_quality.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -235,6 +235,50 @@ def tail(
         pass
 
 
+@app.command()
+def alerts(
+    bootstrap_servers: Bootstrap = None,
+    window_s: Annotated[float | None, typer.Option(help="Tumbling window length, seconds")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Deviations above baseline that fire an alert")
+    ] = None,
+    min_volume: Annotated[
+        int | None, typer.Option(help="Items a window needs before it can alert")
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0: off)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run an alert worker (faust): sentiment spikes per key from the labeled topic."""
+    import faust
+    from prometheus_client import CollectorRegistry
+
+    from streams.alert_app import build_alert_app
+    from streams.metrics import serve_metrics
+    from streams.topics import ensure_topics
+
+    settings = _settings(
+        bootstrap_servers=bootstrap_servers,
+        alert_window_s=window_s,
+        alert_threshold=threshold,
+        alert_min_volume=min_volume,
+        alert_metrics_port=metrics_port,
+    )
+    _logging(verbose)
+    for noisy in ("faust", "mode"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    asyncio.run(ensure_topics(settings, [settings.output_topic, settings.alerts_topic]))
+    registry = CollectorRegistry()
+    serve_metrics(registry, settings.metrics_host, settings.alert_metrics_port)
+    app_ = build_alert_app(settings, registry)
+    err.print(
+        f"alert worker: {settings.output_topic} -> {settings.alerts_topic}, "
+        f"{settings.alert_window_s:g} s windows"
+    )
+    faust.Worker(
+        app_, loglevel="DEBUG" if verbose else "WARNING", quiet=True
+    ).execute_from_commandline()
+
+
 def _task_dirs(values: list[str] | None) -> dict[str, Path] | None:
     if not values:
         return None

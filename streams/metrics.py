@@ -70,3 +70,85 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> int | No
         return None
     start_http_server(port, addr=host, registry=registry)
     return port
+
+
+class KeyLabels:
+    """Bounded metric labels for alert keys: the first `limit` keys seen `min_count` times
+    keep their own label, every other key reports as "other" - the series count cannot explode.
+
+    Slots are never reassigned, so a key's series does not flap between names.
+    """
+
+    OTHER = "other"
+
+    def __init__(self, limit: int, min_count: int = 3, track: int = 100_000) -> None:
+        self.limit = limit
+        self.min_count = min_count
+        self.track = track
+        self.labeled: set[str] = set()
+        self.counts: dict[str, int] = {}
+
+    def label(self, key: str) -> str:
+        """The label to report `key` under."""
+        if key in self.labeled:
+            return key
+        if len(self.labeled) >= self.limit:
+            return self.OTHER
+        count = self.counts.get(key, 0) + 1
+        if count >= self.min_count:
+            self.labeled.add(key)
+            self.counts.pop(key, None)
+            return key
+        if len(self.counts) >= self.track:
+            self.counts.clear()  # bounded memory; candidates simply start counting again
+        self.counts[key] = count
+        return self.OTHER
+
+
+class AlertMetrics:
+    """What an operator needs to see of the alert workers."""
+
+    def __init__(self, registry: CollectorRegistry, key_labels: KeyLabels) -> None:
+        self.registry = registry
+        self.keys = key_labels
+        self.records = Counter(
+            "feedpulse_alert_records",
+            "Labeled records read by the alert workers",
+            registry=registry,
+        )
+        self.unreadable = Counter(
+            "feedpulse_alert_unreadable_records",
+            "Labeled records the alert workers could not read (skipped, counted)",
+            registry=registry,
+        )
+        self.late = Counter(
+            "feedpulse_alert_late_items",
+            "Items older than their key's current window (not counted)",
+            registry=registry,
+        )
+        self.sentiment = Counter(
+            "feedpulse_sentiment_items",
+            'Items per key and sentiment (top keys; the rest as key="other")',
+            ["key", "sentiment"],
+            registry=registry,
+        )
+        self.spike_score = Gauge(
+            "feedpulse_spike_score",
+            "Deviations above baseline of the last closed window's share, per key and sentiment",
+            ["key", "sentiment"],
+            registry=registry,
+        )
+        self.windows_closed = Counter(
+            "feedpulse_alert_windows_closed", "Key windows scored", registry=registry
+        )
+        self.alerts = Counter(
+            "feedpulse_alerts_fired",
+            "Sentiment spike alerts published",
+            ["severity", "sentiment"],
+            registry=registry,
+        )
+        self.watermark = Gauge(
+            "feedpulse_alert_watermark_seconds",
+            "Event time the alert worker has seen up to (Unix seconds)",
+            registry=registry,
+        )

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # TLS (SSL, SASL_SSL): CA bundle, and a client certificate and key for mutual TLS.
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
     input_topic: str = "feeds.raw"
     output_topic: str = "feeds.labeled"
     dlq_topic: str = "feeds.dlq"
@@ -67,6 +71,23 @@ class Settings(BaseSettings):
     triton_metrics_port: int = Field(8002, ge=1, le=65535)
     triton_python_env: Path = Path(".venv/triton-env")
 
+    # Alert workers (faust): sentiment spikes per key in tumbling event-time windows.
+    alerts_topic: str = "alerts.sentiment"
+    alert_app_id: str = "feedpulse-alerts"
+    alert_window_s: float = Field(60.0, gt=0)
+    alert_threshold: float = Field(4.0, gt=0)
+    alert_critical: float = Field(8.0, gt=0)
+    alert_min_volume: int = Field(20, ge=1)
+    alert_warmup_windows: int = Field(5, ge=1)
+    alert_cooldown_windows: int = Field(5, ge=0)
+    # `meta` fields that are alert keys besides the source and the topic label.
+    alert_key_fields: list[str] = ["entity", "ticker", "hashtag"]
+    alert_grace_s: float = Field(5.0, ge=0)
+    alert_tick_s: float = Field(1.0, gt=0)
+    # Keys with a series of their own in the metrics; the rest report as key="other".
+    alert_metric_keys: int = Field(50, ge=1)
+    alert_metrics_port: int = Field(9401, ge=0, le=65535)
+
     # Embedded broker
     broker_listen: str = "127.0.0.1:9092"
 
@@ -94,5 +115,9 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
     if settings.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
 
-        options["ssl_context"] = create_ssl_context()
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.ssl_cafile,
+            certfile=settings.ssl_certfile,
+            keyfile=settings.ssl_keyfile,
+        )
     return options

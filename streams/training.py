@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,9 +69,31 @@ def replay_sets(
     ]
 
 
+def _figures(figures: Mapping[str, float]) -> str:
+    return "  ".join(
+        f"{k.replace('_per_s', '/s').replace('_', ' ')} {v:.3g}" for k, v in figures.items()
+    )
+
+
 @contextmanager
-def rich_progress(console: Console) -> Iterator[TrainProgress]:
-    """A progress sink drawing one bar per stage, with the live loss and rows/s."""
+def rich_progress(console: Console, every_s: float = 15.0) -> Iterator[TrainProgress]:
+    """A progress sink drawing one bar per stage, with the live loss and rows/s.
+
+    Off a terminal (logs, CI) it prints a plain line per stage every `every_s` seconds and
+    when the stage completes, since redrawn bars would never reach the log.
+    """
+    if not console.is_terminal:
+        last: dict[str, float] = {}
+
+        def log_line(stage: str, done: int, total: int, **figures: float) -> None:
+            now = time.monotonic()
+            if done < total and now - last.get(stage, 0.0) < every_s:
+                return
+            last[stage] = now
+            console.print(f"{stage}: {done}/{total}  {_figures(figures)}".rstrip(), soft_wrap=True)
+
+        yield log_line
+        return
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -84,9 +107,7 @@ def rich_progress(console: Console) -> Iterator[TrainProgress]:
         stages: dict[str, Any] = {}
 
         def report(stage: str, done: int, total: int, **figures: float) -> None:
-            text = "  ".join(
-                f"{k.replace('_per_s', '/s').replace('_', ' ')} {v:.3g}" for k, v in figures.items()
-            )
+            text = _figures(figures)
             if stage not in stages:
                 stages[stage] = progress.add_task(stage, total=total, figures=text)
             progress.update(stages[stage], completed=done, total=total, figures=text)
@@ -96,6 +117,8 @@ def rich_progress(console: Console) -> Iterator[TrainProgress]:
 
 def resolve_version(settings: Settings, version: str) -> ModelVersion:
     """A version by number, or `latest`."""
+    if version != "latest" and not version.isdigit():
+        raise ValueError(f"--from-version takes a version number or 'latest', not {version!r}")
     number = None if version == "latest" else int(version)
     return load_version(settings.model_repository, settings.model_name, number)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump(exclude_none=True).items():
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
+        elif isinstance(value, (list, dict)):
+            value = json.dumps(value)
         elif name == "model_repository":
             value = Path(value).resolve()
         env[f"FEEDPULSE_{name.upper()}"] = str(value)
