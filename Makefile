@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev setup-triton demo test lint typecheck bench bench-triton bench-quality clean
+.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "feedpulse needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -28,6 +28,12 @@ $(VENV)/.installed-triton: $(VENV)/.installed
 	$(VENV)/triton-env/bin/pip install --quiet "numpy<2" onnxruntime
 	touch $@
 
+# Real Prometheus and Alertmanager (plus promtool and amtool) for the alerting tests.
+setup-system:
+	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || { \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			prometheus prometheus-alertmanager; }
+
 setup: $(VENV)/.installed
 
 setup-triton: $(VENV)/.installed-triton
@@ -44,7 +50,7 @@ lint: setup-dev
 typecheck: setup-dev
 	$(BIN)/mypy
 
-test: lint typecheck setup-triton
+test: lint typecheck setup-triton setup-system
 	$(BIN)/pytest
 
 bench: setup-dev

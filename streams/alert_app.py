@@ -71,6 +71,7 @@ def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.Ap
     """The faust app with its topics, table, agents and timer, wired to `settings`."""
     detector = SpikeDetector(spike_settings(settings))
     metrics = AlertMetrics(registry, KeyLabels(settings.alert_metric_keys))
+    metrics.threshold.set(settings.alert_threshold)
     app = faust.App(
         settings.alert_app_id,
         **faust_broker_options(settings),

@@ -62,6 +62,23 @@ class WorkerMetrics:
             "Offset commits that failed (the batch will be redelivered)",
             registry=registry,
         )
+        self.model_info = Gauge(
+            "feedpulse_model_info",
+            "The model version this worker labels with (1 for the one being served)",
+            ["name", "version", "variant"],
+            registry=registry,
+        )
+        self._serving: tuple[str, str, str] | None = None
+
+    def serving(self, name: str, version: str, variant: str) -> None:
+        """Record the model version in use; the previous one drops to 0."""
+        current = (name, version, variant)
+        if current == self._serving:
+            return
+        if self._serving is not None:
+            self.model_info.labels(*self._serving).set(0)
+        self.model_info.labels(*current).set(1)
+        self._serving = current
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> int | None:
@@ -145,6 +162,11 @@ class AlertMetrics:
             "feedpulse_alerts_fired",
             "Sentiment spike alerts published",
             ["severity", "sentiment"],
+            registry=registry,
+        )
+        self.threshold = Gauge(
+            "feedpulse_spike_threshold",
+            "The spike score at which the alert worker fires (for alerting rules)",
             registry=registry,
         )
         self.watermark = Gauge(

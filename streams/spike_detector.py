@@ -180,7 +180,8 @@ class SpikeDetector:
             sampling = math.sqrt(max(base["mean"] * (1 - base["mean"]), 0.0) / volume)
             deviation = max(math.sqrt(base["var"]), sampling, s.min_deviation)
             score = (share - base["mean"]) / deviation
-            scores[sentiment] = score
+            if base["n"] >= s.warmup_windows:  # before that the baseline is not worth a score
+                scores[sentiment] = score
             if base["n"] >= s.warmup_windows and score >= s.threshold:
                 if window > state["cooldown_until"]:
                     alerts.append(

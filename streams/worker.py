@@ -256,6 +256,7 @@ class ClassifyWorker:
         classified_at = time.time()
 
         model = self.classifier.info
+        self.metrics.serving(model.name, model.version, model.variant)
         outputs: list[Output] = []
         for item, pred in classified:
             stamps = {"consumed": consumed_at, "classified": classified_at}

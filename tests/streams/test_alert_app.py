@@ -6,87 +6,28 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.replay import Burst, read_tweets, replay
-from streams.settings import Settings, kafka_client_options
+from streams.broker import EmbeddedBroker
+from streams.replay import Burst
+from streams.settings import Settings
 from streams.tail import read_topics
 from streams.topics import ensure_topics
-from tests.conftest import SHARED_DATA
+from tests.alert_support import (
+    KEYS,
+    PER_WINDOW,
+    START_TS,
+    WINDOW_S,
+    alert_settings,
+    publish,
+    stream,
+    wait_processed,
+)
 
 pytestmark = pytest.mark.integration
-
-KEYS = [f"ticker:T{i}" for i in range(6)]
-WINDOW_S = 10.0
-PER_WINDOW = 25
-
-
-def alert_settings(settings_factory: Callable[..., Settings], broker: EmbeddedBroker) -> Settings:
-    return settings_factory(
-        broker,
-        alerts_topic=f"alerts-{time.monotonic_ns()}",
-        alert_app_id=f"alerts-{time.monotonic_ns()}",
-        alert_window_s=WINDOW_S,
-        alert_min_volume=15,
-        alert_warmup_windows=5,
-        alert_cooldown_windows=5,
-        alert_grace_s=0.0,
-        alert_tick_s=0.5,
-        alert_key_fields=["ticker"],
-        alert_metrics_port=free_port(),
-        topic_partitions=2,
-    )
-
-
-def stream(bursts: Sequence[Burst], windows: int) -> list[dict[str, Any]]:
-    tweets = read_tweets(SHARED_DATA / "tweeteval_sentiment" / "test.jsonl")
-    return list(
-        replay(
-            tweets, KEYS, windows=windows, per_window=PER_WINDOW, window_s=WINDOW_S, bursts=bursts
-        )
-    )
-
-
-async def publish(settings: Settings, docs: Sequence[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(**kafka_client_options(settings), acks="all")
-    await producer.start()
-    try:
-        for doc in docs:
-            await producer.send(
-                settings.output_topic, json.dumps(doc).encode(), key=doc["id"].encode()
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def metric(settings: Settings, name: str) -> float:
-    with urllib.request.urlopen(
-        f"http://127.0.0.1:{settings.alert_metrics_port}/metrics", timeout=5
-    ) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
-
-
-async def wait_processed(settings: Settings, count: int, within_s: float = 90) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            if metric(settings, "feedpulse_alert_records_total") >= count:
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"alert worker did not read {count} records in {within_s} s")
 
 
 async def alerts(settings: Settings) -> list[dict[str, Any]]:
@@ -134,7 +75,7 @@ async def test_one_alert_for_a_burst_and_none_without(
     assert len(with_burst) == 1, with_burst
     alert = with_burst[0]
     assert alert["key"] == "ticker:T3" and alert["sentiment"] == "negative"
-    first_burst_window = 1_700_000_000.0 + burst.start * WINDOW_S
+    first_burst_window = START_TS + burst.start * WINDOW_S
     assert alert["window"]["start"] == first_burst_window  # detected in the burst's first window
     assert alert["share"] > alert["baseline"] + 0.3 and alert["volume"] >= 15
     assert len(alert["sample_ids"]) == 5 and alert["model_version"] == "gold"
@@ -159,5 +100,5 @@ async def test_state_survives_a_restart(
         alert_settings(settings_factory, broker), process_factory, docs, restart_at
     )
     assert [(a["key"], a["window"]["start"]) for a in found] == [
-        ("ticker:T1", 1_700_000_000.0 + 12 * WINDOW_S)
+        ("ticker:T1", START_TS + 12 * WINDOW_S)
     ]
