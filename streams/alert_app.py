@@ -27,6 +27,7 @@ def spike_settings(settings: Settings) -> SpikeSettings:
     """The detector's knobs from the settings object."""
     return SpikeSettings(
         window_s=settings.alert_window_s,
+        hops=settings.alert_hops,
         threshold=settings.alert_threshold,
         critical=settings.alert_critical,
         min_volume=settings.alert_min_volume,
@@ -104,7 +105,10 @@ def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.Ap
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
     )
     meta_fields = tuple(settings.alert_key_fields)
-    watermark = {"ts": 0.0}
+    # Event time seen per partition of the keyed topic. A partition's keys are closed by its
+    # own watermark: partitions are consumed at different paces, and closing a key's window
+    # on another partition's time would turn its still-arriving items into late ones.
+    watermarks: dict[int, float] = {}
 
     async def publish(result: WindowResult) -> None:
         metrics.windows_closed.inc()
@@ -144,7 +148,9 @@ def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.Ap
             partition = event.message.partition
             value = event.value
             if value.get("tick"):
-                cutoff = watermark["ts"] - settings.alert_grace_s
+                if partition not in watermarks:
+                    continue
+                cutoff = watermarks[partition] - settings.alert_grace_s
                 for key, key_state in list(state.items()):
                     if key_state is None or key_state.get("partition") != partition:
                         continue
@@ -156,11 +162,12 @@ def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.Ap
             key = value["key"]
             key_state = state.get(key) or new_state()
             key_state["partition"] = partition
-            watermark["ts"] = max(watermark["ts"], value["ts"])
-            metrics.watermark.set(watermark["ts"])
+            watermarks[partition] = max(watermarks.get(partition, 0.0), value["ts"])
+            metrics.watermark.set(min(watermarks.values()))
             closed, counted = detector.add(
                 key_state, key, value["ts"], value["s"], value["id"], value.get("v")
             )
+            metrics.key_updates.inc()
             if not counted:
                 metrics.late.inc()
             state[key] = key_state

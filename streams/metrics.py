@@ -138,6 +138,11 @@ class AlertMetrics:
             "Labeled records the alert workers could not read (skipped, counted)",
             registry=registry,
         )
+        self.key_updates = Counter(
+            "feedpulse_alert_key_updates",
+            "Items counted into a key's window state (one item counts for each of its keys)",
+            registry=registry,
+        )
         self.late = Counter(
             "feedpulse_alert_late_items",
             "Items older than their key's current window (not counted)",
@@ -171,6 +176,6 @@ class AlertMetrics:
         )
         self.watermark = Gauge(
             "feedpulse_alert_watermark_seconds",
-            "Event time the alert worker has seen up to (Unix seconds)",
+            "Event time every partition of the alert worker has reached (Unix seconds)",
             registry=registry,
         )

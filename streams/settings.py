@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     alerts_topic: str = "alerts.sentiment"
     alert_app_id: str = "feedpulse-alerts"
     alert_window_s: float = Field(60.0, gt=0)
+    # Slots per window: 2 = windows hop by half their length (earlier detection); 1 = tumbling.
+    alert_hops: int = Field(2, ge=1, le=12)
     alert_threshold: float = Field(4.0, gt=0)
     alert_critical: float = Field(8.0, gt=0)
     alert_min_volume: int = Field(20, ge=1)

@@ -1,11 +1,15 @@
-"""Sentiment spike detection per key over tumbling event-time windows.
+"""Sentiment spike detection per key over hopping event-time windows.
 
-Each key (a source, a topic label, a `meta` field such as a ticker) keeps its current
-window's counts per sentiment class and a robust rolling baseline of each watched class's
-share: an exponentially weighted mean and deviation, updated only from windows with enough
-volume, with spikes clipped before they enter it. A closed window whose share sits more
-than `threshold` deviations (never less than the window's binomial noise) above the baseline fires one alert; the key then cools down
-for `cooldown_windows`, so one burst gives one alert, not a storm.
+Each key (a source, a topic label, a `meta` field such as a ticker) keeps counts per
+sentiment class in slots of `window_s / hops` seconds; each closed slot scores the window
+made of the last `hops` slots, so a burst that starts mid-window is seen half a window
+sooner than with tumbling windows. Each watched class's share is compared with a robust
+rolling baseline kept on the arcsine-square-root scale (where a share's binomial noise is
+about 1/(2 sqrt(volume)) whatever the share, so rare classes are not flagged by skewed
+tails): an exponentially weighted mean and deviation, updated only from windows with
+enough volume, each value clipped to two deviations before it enters. A window more than
+`threshold` deviations (never less than its binomial noise) above the baseline fires one
+alert; the key then cools down for `cooldown_windows`, so one burst gives one alert.
 
 The state is plain JSON-able data so it can live in a changelogged table and be restored
 after a restart. One duplicated or skipped record moves a share by 1/volume, far below
@@ -29,13 +33,14 @@ class SpikeSettings:
     """Detector knobs (from the settings object)."""
 
     window_s: float = 60.0
+    hops: int = 2
     watch: tuple[str, ...] = ("negative", "positive")
     threshold: float = 4.0
     critical: float = 8.0
     min_volume: int = 20
     warmup_windows: int = 5
     alpha: float = 0.1
-    # Floor on the deviation (share units): a flat baseline must not turn noise into alerts.
+    # Floor on the deviation (arcsine units): a flat baseline must not turn noise into alerts.
     min_deviation: float = 0.04
     cooldown_windows: int = 5
     samples: int = 5
@@ -52,7 +57,6 @@ class Alert:
     window_end: float
     share: float
     baseline: float
-    deviation: float
     score: float
     severity: str
     volume: int
@@ -68,7 +72,6 @@ class Alert:
             "window": {"start": self.window_start, "end": self.window_end},
             "share": round(self.share, 4),
             "baseline": round(self.baseline, 4),
-            "deviation": round(self.deviation, 4),
             "score": round(self.score, 3),
             "severity": self.severity,
             "volume": self.volume,
@@ -91,9 +94,11 @@ class WindowResult:
 def new_state() -> dict[str, Any]:
     """An empty key state (JSON-able)."""
     return {
-        "window": None,
+        "slot": None,
+        "last": None,
         "counts": dict.fromkeys(SENTIMENTS, 0),
         "samples": {},
+        "history": [],
         "model_version": None,
         "baseline": {},
         "cooldown_until": -1,
@@ -106,15 +111,21 @@ def alert_id(key: str, sentiment: str, window: int) -> str:
     return hashlib.blake2b(raw, digest_size=10).hexdigest()
 
 
+def stabilized(share: float) -> float:
+    """arcsin(sqrt(share)): binomial noise becomes ~1/(2 sqrt(n)) at every share."""
+    return math.asin(math.sqrt(min(max(share, 0.0), 1.0)))
+
+
 class SpikeDetector:
-    """Adds labeled items to key states and closes windows; holds no state of its own."""
+    """Adds labeled items to key states and closes slots; holds no state of its own."""
 
     def __init__(self, settings: SpikeSettings) -> None:
         self.settings = settings
+        self.hop_s = settings.window_s / settings.hops
 
-    def window_of(self, ts: float) -> int:
-        """The tumbling window index of event time `ts` (seconds)."""
-        return math.floor(ts / self.settings.window_s)
+    def slot_of(self, ts: float) -> int:
+        """The slot index of event time `ts` (seconds)."""
+        return math.floor(ts / self.hop_s)
 
     def add(
         self,
@@ -127,17 +138,19 @@ class SpikeDetector:
     ) -> tuple[WindowResult | None, bool]:
         """Count one item into `state` (mutated). Returns (the window it closed, counted?).
 
-        An item older than the key's current window is late: not counted (False).
+        An item older than the key's open slot (or of a slot already closed) is late: not
+        counted (False).
         """
-        window = self.window_of(ts)
+        slot = self.slot_of(ts)
         closed = None
-        if state["window"] is None:
-            state["window"] = window
-        elif window > state["window"]:
+        if state["slot"] is not None and slot > state["slot"]:
             closed = self.close(state, key)
-            state["window"] = window
-        elif window < state["window"]:
-            return None, False
+        if state["slot"] is None:
+            if state["last"] is not None and slot <= state["last"]:
+                return closed, False
+            state["slot"] = slot
+        elif slot < state["slot"]:
+            return closed, False
         if sentiment in state["counts"]:
             state["counts"][sentiment] += 1
             samples = state["samples"].setdefault(sentiment, [])
@@ -149,69 +162,73 @@ class SpikeDetector:
     def close_if_before(
         self, state: dict[str, Any], key: str, watermark: float
     ) -> WindowResult | None:
-        """Close the key's window if it ended at or before `watermark` (event time)."""
-        if state["window"] is None:
+        """Close the key's open slot if it ended at or before `watermark` (event time)."""
+        if state["slot"] is None or (state["slot"] + 1) * self.hop_s > watermark:
             return None
-        end = (state["window"] + 1) * self.settings.window_s
-        if end > watermark:
-            return None
-        result = self.close(state, key)
-        state["window"] = None
-        return result
+        return self.close(state, key)
 
     def close(self, state: dict[str, Any], key: str) -> WindowResult:
-        """Score the current window against the baseline, update the baseline, reset counts."""
+        """Score the window ending with the open slot, update the baseline, start afresh."""
         s = self.settings
-        window = int(state["window"])
-        counts = state["counts"]
+        slot = int(state["slot"])
+        # Slots that were skipped (no items) are empty, so older ones fall out of the window.
+        history = [h for h in state["history"] if h["slot"] > slot - s.hops]
+        current = {"slot": slot, "counts": state["counts"], "samples": state["samples"]}
+        window = [*history, current]
+        counts = {c: sum(h["counts"].get(c, 0) for h in window) for c in SENTIMENTS}
         volume = sum(counts.values())
         scores: dict[str, float] = {}
         alerts: list[Alert] = []
+        warm = s.warmup_windows * s.hops
         for sentiment in s.watch:
-            base = state["baseline"].get(sentiment)
-            share = counts.get(sentiment, 0) / volume if volume else 0.0
             if volume < s.min_volume:
                 continue
+            share = counts[sentiment] / volume
+            value = stabilized(share)
+            base = state["baseline"].get(sentiment)
             if base is None:
-                state["baseline"][sentiment] = {"mean": share, "var": 0.0, "n": 1}
+                state["baseline"][sentiment] = {"mean": value, "var": 0.0, "n": 1}
                 continue
-            # Never below the binomial noise of a share over `volume` items: early baselines
+            # Never below the binomial noise of `volume` items: early baselines
             # underestimate their variance, and small windows are noisy by nature.
-            sampling = math.sqrt(max(base["mean"] * (1 - base["mean"]), 0.0) / volume)
+            sampling = 1 / (2 * math.sqrt(volume))
             deviation = max(math.sqrt(base["var"]), sampling, s.min_deviation)
-            score = (share - base["mean"]) / deviation
-            if base["n"] >= s.warmup_windows:  # before that the baseline is not worth a score
+            score = (value - base["mean"]) / deviation
+            if base["n"] >= warm:  # before that the baseline is not worth a score
                 scores[sentiment] = score
-            if base["n"] >= s.warmup_windows and score >= s.threshold:
-                if window > state["cooldown_until"]:
+                if score >= s.threshold and slot > state["cooldown_until"]:
+                    samples = [i for h in window for i in h["samples"].get(sentiment, [])]
                     alerts.append(
                         Alert(
-                            id=alert_id(key, sentiment, window),
+                            id=alert_id(key, sentiment, slot),
                             key=key,
                             sentiment=sentiment,
-                            window_start=window * s.window_s,
-                            window_end=(window + 1) * s.window_s,
+                            window_start=(slot + 1 - s.hops) * self.hop_s,
+                            window_end=(slot + 1) * self.hop_s,
                             share=share,
-                            baseline=base["mean"],
-                            deviation=deviation,
+                            baseline=math.sin(base["mean"]) ** 2,
                             score=score,
                             severity="critical" if score >= s.critical else "warning",
                             volume=volume,
-                            sample_ids=tuple(state["samples"].get(sentiment, [])),
+                            sample_ids=tuple(samples[-s.samples :]),
                             model_version=state["model_version"],
                         )
                     )
-                # A spike must not become the new normal: clip what enters the baseline.
-                share = base["mean"] + s.threshold * deviation
-            delta = share - base["mean"]
+            # Huber-style: what enters the baseline is clipped to 2 deviations either way, so
+            # a spike (alerted or not) cannot become the new normal or inflate the deviation.
+            value = min(max(value, base["mean"] - 2 * deviation), base["mean"] + 2 * deviation)
+            delta = value - base["mean"]
             base["mean"] += s.alpha * delta
             base["var"] = (1 - s.alpha) * (base["var"] + s.alpha * delta * delta)
             base["n"] += 1
         if alerts:
-            state["cooldown_until"] = window + s.cooldown_windows
+            state["cooldown_until"] = slot + s.cooldown_windows * s.hops
+        state["history"] = [h for h in window if h["slot"] > slot + 1 - s.hops]
         state["counts"] = dict.fromkeys(SENTIMENTS, 0)
         state["samples"] = {}
-        return WindowResult(key, window, volume, scores, tuple(alerts))
+        state["last"] = slot
+        state["slot"] = None
+        return WindowResult(key, slot, volume, scores, tuple(alerts))
 
 
 def item_keys(doc: dict[str, Any], meta_fields: Sequence[str]) -> list[str]:

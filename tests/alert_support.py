@@ -75,10 +75,11 @@ def metric(settings: Settings, name: str) -> float:
 
 
 async def wait_processed(settings: Settings, count: int, within_s: float = 90) -> None:
+    """Wait until the detecting agent has counted `count` key updates (one per test item)."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         try:
-            if metric(settings, "feedpulse_alert_records_total") >= count:
+            if metric(settings, "feedpulse_alert_key_updates_total") >= count:
                 return
         except OSError:
             pass

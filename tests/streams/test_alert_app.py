@@ -76,7 +76,8 @@ async def test_one_alert_for_a_burst_and_none_without(
     alert = with_burst[0]
     assert alert["key"] == "ticker:T3" and alert["sentiment"] == "negative"
     first_burst_window = START_TS + burst.start * WINDOW_S
-    assert alert["window"]["start"] == first_burst_window  # detected in the burst's first window
+    # Detected in the first window that holds the burst's start (windows hop by half).
+    assert alert["window"]["start"] <= first_burst_window < alert["window"]["end"]
     assert alert["share"] > alert["baseline"] + 0.3 and alert["volume"] >= 15
     assert len(alert["sample_ids"]) == 5 and alert["model_version"] == "gold"
 
@@ -99,6 +100,6 @@ async def test_state_survives_a_restart(
     found = await run_stream(
         alert_settings(settings_factory, broker), process_factory, docs, restart_at
     )
-    assert [(a["key"], a["window"]["start"]) for a in found] == [
-        ("ticker:T1", START_TS + 12 * WINDOW_S)
-    ]
+    assert [a["key"] for a in found] == ["ticker:T1"]
+    burst_start = START_TS + 12 * WINDOW_S
+    assert found[0]["window"]["start"] <= burst_start < found[0]["window"]["end"]
