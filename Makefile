@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality clean
+.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-alerts clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "feedpulse needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -57,11 +57,15 @@ bench: setup-dev
 	$(BIN)/python bench/throughput.py
 
 bench-triton: setup-dev setup-triton
-	$(BIN)/python bench/triton.py
+	$(BIN)/python bench/triton_vs_inprocess.py
 
 # About an hour on 2 cores: fast path, fine-tuning, and a new-domain incremental fine-tune.
 bench-quality: setup-dev
 	$(BIN)/python bench/model_quality.py
+
+# Seconds: the spike detector over 50 hours of seeded replay with injected bursts.
+bench-alerts: setup-dev
+	$(BIN)/python bench/alerts.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

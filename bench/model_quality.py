@@ -51,11 +51,6 @@ def main() -> None:
     console = Console(stderr=True)
     results: dict[str, Any] = {}
 
-    if not args.skip_heads:
-        console.rule("fast path: frozen encoder + linear heads")
-        results["heads"] = run_training(
-            settings, mode="heads", limit=args.limit, console=console, reason="bench: fast path"
-        )
     if args.finetuned is None:
         console.rule("multi-task fine-tuning")
         results["finetuned"] = run_training(
@@ -79,6 +74,12 @@ def main() -> None:
         console=console,
         reason=f"bench: new domain {FINANCE}",
     )
+
+    if not args.skip_heads:
+        console.rule("fast path: frozen encoder + linear heads")
+        results["heads"] = run_training(
+            settings, mode="heads", limit=args.limit, console=console, reason="bench: fast path"
+        )
 
     lines = [
         "| model | TweetEval macro recall (fp32 / int8) | AG News accuracy | FPB accuracy "

@@ -338,8 +338,9 @@ def fine_tune(
         """Record a validation point; True when training should stop."""
         nonlocal best_state, bad_evals
         reports = evaluate_sets(model, tokenizer, val_sets, max_length, precision=precision)
-        score = (
-            sum(r["macro_recall"] for r in reports.values()) / len(reports) if reports else -loss
+        score = round(
+            sum(r["macro_recall"] for r in reports.values()) / len(reports) if reports else -loss,
+            4,
         )
         result.history.append(
             {
@@ -347,7 +348,7 @@ def fine_tune(
                 "epoch": round(epoch, 3),
                 "rows_seen": result.steps * config.batch_size,
                 "train_loss": round(loss, 4),
-                "val_score": round(score, 4),
+                "val_score": score,
                 "val": {name: r["macro_recall"] for name, r in reports.items()},
             }
         )
