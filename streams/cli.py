@@ -24,7 +24,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+# Soft wrap: messages and paths must reach logs whole, not cut at 80 columns.
+err = Console(stderr=True, soft_wrap=True)
 
 Bootstrap = Annotated[
     str | None,
