@@ -124,11 +124,10 @@ def run(
                 sentiment = tweets[rng.randrange(len(tweets))][1]
             closed, _ = detector.add(state, f"k{key}", t, sentiment, f"{key}-{items}", "bench")
             items += 1
-            if closed is not None:
-                alerts.extend((key, a.window_end) for a in closed.alerts)
-        last = detector.close_if_before(state, f"k{key}", duration + window)
-        if last is not None:
-            alerts.extend((key, a.window_end) for a in last.alerts)
+            for result in closed:
+                alerts.extend((key, a.window_end) for a in result.alerts)
+        for result in detector.close_if_before(state, f"k{key}", duration + window):
+            alerts.extend((key, a.window_end) for a in result.alerts)
 
     # An alert belongs to a burst if it is on the burst's key and fires between the burst's
     # start and one window after its end; every other alert is a false alarm.

@@ -70,7 +70,7 @@ def event_time(doc: dict[str, Any]) -> float | None:
 
 def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
     """The faust app with its topics, table, agents and timer, wired to `settings`."""
-    detector = SpikeDetector(spike_settings(settings))
+    detector = SpikeDetector(spike_settings(settings), grace_s=settings.alert_grace_s)
     metrics = AlertMetrics(registry, KeyLabels(settings.alert_metric_keys))
     metrics.threshold.set(settings.alert_threshold)
     app = faust.App(
@@ -154,9 +154,10 @@ def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.Ap
                 for key, key_state in list(state.items()):
                     if key_state is None or key_state.get("partition") != partition:
                         continue
-                    result = detector.close_if_before(key_state, key, cutoff)
-                    if result is not None:
+                    results = detector.close_if_before(key_state, key, cutoff)
+                    if results:
                         state[key] = key_state
+                    for result in results:
                         await publish(result)
                 continue
             key = value["key"]
@@ -171,8 +172,8 @@ def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.Ap
             if not counted:
                 metrics.late.inc()
             state[key] = key_state
-            if closed is not None:
-                await publish(closed)
+            for result in closed:
+                await publish(result)
 
     @app.timer(interval=settings.alert_tick_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:

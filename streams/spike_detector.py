@@ -92,12 +92,11 @@ class WindowResult:
 
 
 def new_state() -> dict[str, Any]:
-    """An empty key state (JSON-able)."""
+    """An empty key state (JSON-able; open slots are keyed by their number as a string)."""
     return {
-        "slot": None,
+        "open": {},
         "last": None,
-        "counts": dict.fromkeys(SENTIMENTS, 0),
-        "samples": {},
+        "max_ts": None,
         "history": [],
         "model_version": None,
         "baseline": {},
@@ -117,10 +116,15 @@ def stabilized(share: float) -> float:
 
 
 class SpikeDetector:
-    """Adds labeled items to key states and closes slots; holds no state of its own."""
+    """Adds labeled items to key states and closes slots; holds no state of its own.
 
-    def __init__(self, settings: SpikeSettings) -> None:
+    Items may arrive out of event-time order by up to `grace_s`: a slot stays open until
+    the key's newest item (or the partition's watermark) is `grace_s` past its end.
+    """
+
+    def __init__(self, settings: SpikeSettings, grace_s: float = 0.0) -> None:
         self.settings = settings
+        self.grace_s = grace_s
         self.hop_s = settings.window_s / settings.hops
 
     def slot_of(self, ts: float) -> int:
@@ -135,45 +139,44 @@ class SpikeDetector:
         sentiment: str,
         item_id: str,
         model_version: str | None,
-    ) -> tuple[WindowResult | None, bool]:
-        """Count one item into `state` (mutated). Returns (the window it closed, counted?).
+    ) -> tuple[list[WindowResult], bool]:
+        """Count one item into `state` (mutated). Returns (windows it closed, counted?).
 
-        An item older than the key's open slot (or of a slot already closed) is late: not
-        counted (False).
+        An item of a slot already closed is late: not counted (False).
         """
         slot = self.slot_of(ts)
-        closed = None
-        if state["slot"] is not None and slot > state["slot"]:
-            closed = self.close(state, key)
-        if state["slot"] is None:
-            if state["last"] is not None and slot <= state["last"]:
-                return closed, False
-            state["slot"] = slot
-        elif slot < state["slot"]:
-            return closed, False
-        if sentiment in state["counts"]:
-            state["counts"][sentiment] += 1
-            samples = state["samples"].setdefault(sentiment, [])
-            if len(samples) < self.settings.samples:
-                samples.append(item_id)
-        state["model_version"] = model_version
-        return closed, True
+        counted = state["last"] is None or slot > state["last"]
+        if counted:
+            entry = state["open"].setdefault(
+                str(slot), {"counts": dict.fromkeys(SENTIMENTS, 0), "samples": {}}
+            )
+            if sentiment in entry["counts"]:
+                entry["counts"][sentiment] += 1
+                samples = entry["samples"].setdefault(sentiment, [])
+                if len(samples) < self.settings.samples:
+                    samples.append(item_id)
+            state["model_version"] = model_version
+        state["max_ts"] = ts if state["max_ts"] is None else max(state["max_ts"], ts)
+        return self.close_if_before(state, key, state["max_ts"] - self.grace_s), counted
 
     def close_if_before(
         self, state: dict[str, Any], key: str, watermark: float
-    ) -> WindowResult | None:
-        """Close the key's open slot if it ended at or before `watermark` (event time)."""
-        if state["slot"] is None or (state["slot"] + 1) * self.hop_s > watermark:
-            return None
-        return self.close(state, key)
+    ) -> list[WindowResult]:
+        """Close, in order, every open slot that ended at or before `watermark` (event time)."""
+        results = []
+        for slot in sorted(int(k) for k in state["open"]):
+            if (slot + 1) * self.hop_s > watermark:
+                break
+            results.append(self.close(state, key, slot))
+        return results
 
-    def close(self, state: dict[str, Any], key: str) -> WindowResult:
-        """Score the window ending with the open slot, update the baseline, start afresh."""
+    def close(self, state: dict[str, Any], key: str, slot: int) -> WindowResult:
+        """Score the window ending with `slot`, update the baseline, forget the slot."""
         s = self.settings
-        slot = int(state["slot"])
+        entry = state["open"].pop(str(slot))
         # Slots that were skipped (no items) are empty, so older ones fall out of the window.
         history = [h for h in state["history"] if h["slot"] > slot - s.hops]
-        current = {"slot": slot, "counts": state["counts"], "samples": state["samples"]}
+        current = {"slot": slot, "counts": entry["counts"], "samples": entry["samples"]}
         window = [*history, current]
         counts = {c: sum(h["counts"].get(c, 0) for h in window) for c in SENTIMENTS}
         volume = sum(counts.values())
@@ -224,10 +227,7 @@ class SpikeDetector:
         if alerts:
             state["cooldown_until"] = slot + s.cooldown_windows * s.hops
         state["history"] = [h for h in window if h["slot"] > slot + 1 - s.hops]
-        state["counts"] = dict.fromkeys(SENTIMENTS, 0)
-        state["samples"] = {}
         state["last"] = slot
-        state["slot"] = None
         return WindowResult(key, slot, volume, scores, tuple(alerts))
 
 

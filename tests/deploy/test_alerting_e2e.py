@@ -156,10 +156,11 @@ async def test_spike_reaches_the_webhook_and_series_stay_bounded(
         labeled_doc(f"n{i}", "just passing by", "neutral", f"hashtag:tag{i}", START_TS + i * 1e-3)
         for i in range(10_000)
     ]
-    # The burst is in the last full window; a few items of the next window close it, and
-    # nothing closes the key's window after that, so its score stays up to be scraped.
+    # The burst is in the last full window; its score must stay up to be scraped.
     docs = stream([Burst("ticker:T3", start=16, windows=1, share=0.85)], 18)
-    docs = docs[: 17 * len(KEYS) * PER_WINDOW + 3 * len(KEYS)]
+    # Half of the next window: past the burst's end plus the grace, so the burst's window
+    # closes, and short of the next slot's end plus the grace, so nothing replaces its score.
+    docs = docs[: 17 * len(KEYS) * PER_WINDOW + len(KEYS) * PER_WINDOW // 2]
     await publish(settings, noise + docs)
     await wait_processed(settings, len(noise) + len(docs), within_s=120)
 

@@ -34,11 +34,8 @@ def feed(
             )
             n += 1
             assert counted
-            if closed is not None:
-                results.append(closed)
-    last = detector.close_if_before(state, key, len(windows) * 10.0)
-    if last is not None:
-        results.append(last)
+            results.extend(closed)
+    results.extend(detector.close_if_before(state, key, len(windows) * 10.0))
     return results
 
 
@@ -97,10 +94,9 @@ def test_one_duplicated_or_skipped_item_changes_nothing() -> None:
             repeats = 2 if (w, i) == (15, 3) else 0 if (w, i) == (15, 4) else 1
             for _ in range(repeats):
                 closed, _ = detector.add(state, "ticker:ACME", ts, sentiment, f"id-{w}-{i}", "3")
-                if closed is not None:
-                    results.append(closed)
-    results.append(detector.close_if_before(state, "ticker:ACME", 1e9))
-    again = alerts_of([r for r in results if r is not None])
+                results.extend(closed)
+    results.extend(detector.close_if_before(state, "ticker:ACME", 1e9))
+    again = alerts_of(results)
     assert [(a.id, a.window_start) for a in again] == [(a.id, a.window_start) for a in base]
 
 
@@ -108,11 +104,20 @@ def test_late_items_are_not_counted() -> None:
     detector = SpikeDetector(SETTINGS)
     state = new_state()
     detector.add(state, "k", 25.0, "negative", "a", None)
-    closed, counted = detector.add(state, "k", 5.0, "negative", "b", None)
-    assert closed is None and not counted and state["counts"]["negative"] == 1
-    assert detector.close_if_before(state, "k", 40.0) is not None
+    closed, counted = detector.add(state, "k", 31.0, "negative", "b", None)
+    assert [r.window for r in closed] == [5]  # slot [25, 30) closed by a later item
     closed, counted = detector.add(state, "k", 26.0, "negative", "c", None)
-    assert closed is None and not counted  # its slot is closed already
+    assert closed == [] and not counted  # its slot is closed already
+
+
+def test_items_out_of_order_within_the_grace_are_counted() -> None:
+    detector = SpikeDetector(SETTINGS, grace_s=4.0)
+    state = new_state()
+    for ts in (25.0, 31.0, 26.0, 33.0):  # 26 arrives after 31: within 4 s of grace
+        closed, counted = detector.add(state, "k", ts, "negative", str(ts), None)
+        assert counted and closed == []
+    closed, _ = detector.add(state, "k", 34.5, "neutral", "x", None)
+    assert [(r.window, r.volume) for r in closed] == [(5, 2)]
 
 
 def test_tumbling_windows_when_hops_is_one() -> None:
