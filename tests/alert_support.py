@@ -88,3 +88,26 @@ async def wait_processed(settings: Settings, count: int, within_s: float = 90) -
                 return
         await asyncio.sleep(0.5)
     raise AssertionError(f"alert worker counted {seen:.0f} of {count} items in {within_s} s")
+
+
+async def wait_settled(
+    settings: Settings, count: int, quiet_s: float = 5, within_s: float = 90
+) -> int:
+    """Key updates counted once `count` is reached or the count stops moving for `quiet_s`.
+
+    After a restart faust may skip or repeat records (../shared/INFRA.md), so a restarted
+    worker's count is measured, not required to match.
+    """
+    deadline = time.monotonic() + within_s
+    seen, since = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            now = metric(settings, "feedpulse_alert_key_updates_total")
+            if now >= count:
+                return int(now)
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif now > 0 and time.monotonic() - since >= quiet_s:
+                return int(now)
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"alert worker counted {seen:.0f} of {count} items in {within_s} s")
