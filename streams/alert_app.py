@@ -112,7 +112,7 @@ def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.Ap
 
     async def publish(result: WindowResult) -> None:
         metrics.windows_closed.inc()
-        label = metrics.keys.label(result.key)
+        label = metrics.keys.current(result.key)
         for sentiment, score in result.scores.items():
             metrics.spike_score.labels(key=label, sentiment=sentiment).set(round(score, 3))
         for alert in result.alerts:

@@ -105,8 +105,12 @@ class KeyLabels:
         self.labeled: set[str] = set()
         self.counts: dict[str, int] = {}
 
+    def current(self, key: str) -> str:
+        """The label `key` reports under now, without counting a sighting."""
+        return key if key in self.labeled else self.OTHER
+
     def label(self, key: str) -> str:
-        """The label to report `key` under."""
+        """The label to report `key` under, counting this as one sighting of it."""
         if key in self.labeled:
             return key
         if len(self.labeled) >= self.limit:

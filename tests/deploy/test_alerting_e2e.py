@@ -77,23 +77,28 @@ def monitoring_factory(tmp_path: Path) -> Iterator[Callable[..., tuple[int, int]
     """Start Debian's Prometheus and Alertmanager with the checked-in rules and routing."""
     procs: list[Any] = []
 
+    def launch(name: str, config: dict[str, Any], args: list[str], port: int) -> None:
+        """Write `config`, start the tool on loopback `port`, wait until it listens."""
+        (tmp_path / f"{name}.yml").write_text(yaml.safe_dump(config))
+        proc = spawn(
+            [
+                name,
+                f"--config.file={tmp_path / f'{name}.yml'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                *args,
+            ],
+            tmp_path / f"{name}.log",
+        )
+        procs.append(proc)
+        wait_for_port("127.0.0.1", port, 30, proc)
+
     def start(metrics_port: int, webhook_url: str) -> tuple[int, int]:
         am_port, prom_port = free_port(), free_port()
         am_config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
         am_config["receivers"][0]["webhook_configs"][0]["url"] = webhook_url
         am_config["route"]["group_wait"] = "1s"  # seconds here, not minutes
-        (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am_config))
-        am = spawn(
-            [
-                "prometheus-alertmanager",
-                f"--config.file={tmp_path / 'alertmanager.yml'}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{am_port}",
-                "--cluster.listen-address=",
-            ],
-            tmp_path / "alertmanager.log",
-        )
-        procs.append(am)
+        am_args = [f"--storage.path={tmp_path / 'am-data'}", "--cluster.listen-address="]
+        launch("prometheus-alertmanager", am_config, am_args, am_port)
         prom_config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(DEPLOY / "prometheus" / "rules.yml")],
@@ -107,19 +112,9 @@ def monitoring_factory(tmp_path: Path) -> Iterator[Callable[..., tuple[int, int]
                 }
             ],
         }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
-        prom = spawn(
-            [
-                "prometheus",
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            tmp_path / "prometheus.log",
+        launch(
+            "prometheus", prom_config, [f"--storage.tsdb.path={tmp_path / 'prom-data'}"], prom_port
         )
-        procs.append(prom)
-        wait_for_port("127.0.0.1", am_port, 30, am)
-        wait_for_port("127.0.0.1", prom_port, 30, prom)
         return prom_port, am_port
 
     yield start

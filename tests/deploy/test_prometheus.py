@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import yaml
 from prometheus_client import CollectorRegistry
@@ -107,35 +108,22 @@ def test_every_query_names_an_exported_metric() -> None:
     assert unknown == set()
 
 
+def run_tool(*args: str, cwd: Path = DEPLOY) -> str:
+    """Run a Prometheus tool; fail with its output unless it exits 0. Returns stdout."""
+    done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def test_rules_pass_promtool_unit_tests() -> None:
-    check = subprocess.run(
-        ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    tests = subprocess.run(
-        ["promtool", "test", "rules", "tests/rules_test.yml"],
-        cwd=DEPLOY / "prometheus",
-        capture_output=True,
-        text=True,
-    )
-    assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "SUCCESS" in tests.stdout
+    run_tool("promtool", "check", "rules", str(RULES))
+    out = run_tool("promtool", "test", "rules", "tests/rules_test.yml", cwd=DEPLOY / "prometheus")
+    assert "SUCCESS" in out
 
 
 def test_prometheus_and_alertmanager_configs_are_valid() -> None:
-    prom = subprocess.run(
-        ["promtool", "check", "config", "prometheus.yml"],
-        cwd=DEPLOY / "prometheus",
-        capture_output=True,
-        text=True,
-    )
-    assert prom.returncode == 0, prom.stdout + prom.stderr
-    am = subprocess.run(
-        ["amtool", "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml")],
-        capture_output=True,
-        text=True,
-    )
-    assert am.returncode == 0, am.stdout + am.stderr
+    run_tool("promtool", "check", "config", "prometheus.yml", cwd=DEPLOY / "prometheus")
+    run_tool("amtool", "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml"))
 
 
 def test_grafana_provisioning_points_at_the_dashboards() -> None:
