@@ -14,14 +14,15 @@ from typing import Any
 import torch
 
 from serving.model_store import (
+    CANDIDATES_DIR,
     CHECKPOINT_DIR,
     FP32_FILE,
     HEADS_FILE,
     INT8_FILE,
     TOKENIZER_FILE,
     ModelVersion,
-    load_version,
     next_version,
+    read_version,
     write_manifest,
 )
 from serving.multihead import MultiHeadModel
@@ -120,17 +121,20 @@ def export_version(
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     finalize: Callable[[ModelVersion], dict[str, Any]] | None = None,
+    candidate: bool = False,
 ) -> ModelVersion:
     """Write a new numbered version (fp32 + int8 ONNX, tokenizer, weights, manifest); return it.
 
     The version is built in a staging directory and renamed into place when complete: a
     Triton server polling the repository must never see a half-written version.
     `finalize` runs on the complete staged version (to evaluate it and write reports beside
-    it); what it returns is merged into the manifest.
+    it); what it returns is merged into the manifest. A `candidate` is kept aside, not
+    served, until it is promoted.
     """
     version = next_version(repository, name)
-    final = repository / name / str(version)
-    path = repository / name / f".staging-{version}-{os.getpid()}"
+    home = repository / name / CANDIDATES_DIR if candidate else repository / name
+    final = home / str(version)
+    path = home / f".staging-{version}-{os.getpid()}"
     path.mkdir(parents=True, exist_ok=False)
     try:
         export_onnx(model, path / FP32_FILE)
@@ -165,5 +169,7 @@ def export_version(
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
-    log.info("exported %s version %d to %s", name, version, final)
-    return load_version(repository, name, version)
+    log.info(
+        "exported %s %s %d to %s", name, "candidate" if candidate else "version", version, final
+    )
+    return read_version(final)

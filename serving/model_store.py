@@ -17,6 +17,10 @@ HEADS_FILE = "heads.npz"
 CHECKPOINT_DIR = "checkpoint"
 REPORTS_DIR = "reports"
 MODEL_CARD = "MODEL_CARD.md"
+# Inside REPO/NAME: trained versions not (yet) served, and versions rolled back. Triton
+# ignores non-numeric directories, and its "latest" policy serves the newest numbered one.
+CANDIDATES_DIR = "candidates"
+RETIRED_DIR = "retired"
 VARIANT_FILES = {"fp32": FP32_FILE, "int8": INT8_FILE}
 
 
@@ -82,13 +86,78 @@ def list_versions(repository: Path, name: str) -> list[int]:
     )
 
 
-def next_version(repository: Path, name: str) -> int:
-    """The number the next export should use (Triton versions start at 1)."""
-    model_dir = repository / name
-    taken = (
-        [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] if model_dir.is_dir() else []
+def _numbered(directory: Path) -> list[int]:
+    return (
+        [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
     )
+
+
+def next_version(repository: Path, name: str) -> int:
+    """The number the next export should use (Triton versions start at 1); candidates and
+    retired versions keep their numbers, so a number is never reused."""
+    model_dir = repository / name
+    taken = [
+        *_numbered(model_dir),
+        *_numbered(model_dir / CANDIDATES_DIR),
+        *_numbered(model_dir / RETIRED_DIR),
+    ]
     return max(taken, default=0) + 1
+
+
+def read_version(path: Path) -> ModelVersion:
+    """The version stored at `path` (served, candidate or retired)."""
+    if not (path / MANIFEST).is_file():
+        raise ModelNotFoundError(f"{path} holds no model version (no {MANIFEST})")
+    manifest = json.loads((path / MANIFEST).read_text())
+    return ModelVersion(
+        name=str(manifest["name"]), version=int(manifest["version"]), path=path, manifest=manifest
+    )
+
+
+def candidate_path(repository: Path, name: str, version: int) -> Path:
+    """Where candidate `version` lives until it is promoted."""
+    return repository / name / CANDIDATES_DIR / str(version)
+
+
+def promote_version(repository: Path, name: str, version: int) -> ModelVersion:
+    """Serve a candidate (or a retired version): move it into the numbered versions.
+
+    Only a version newer than the one served can become the served one, since the newest
+    numbered version is what every backend serves.
+    """
+    model_dir = repository / name
+    source = next(
+        (
+            d / str(version)
+            for d in (model_dir / CANDIDATES_DIR, model_dir / RETIRED_DIR)
+            if (d / str(version) / MANIFEST).is_file()
+        ),
+        None,
+    )
+    if source is None:
+        raise ModelNotFoundError(f"{name!r} has no candidate or retired version {version}")
+    served = list_versions(repository, name)
+    if served and version < served[-1]:
+        raise ValueError(
+            f"version {version} is older than the served version {served[-1]}: "
+            "roll back the newer versions instead"
+        )
+    source.rename(model_dir / str(version))
+    return load_version(repository, name, version)
+
+
+def retire_newest(repository: Path, name: str) -> tuple[ModelVersion, ModelVersion]:
+    """Roll back: move the served version aside; return (retired, now served)."""
+    served = list_versions(repository, name)
+    if len(served) < 2:
+        raise ModelNotFoundError(
+            f"{name!r} has {len(served)} served version(s): nothing to roll back to"
+        )
+    retired_dir = repository / name / RETIRED_DIR
+    retired_dir.mkdir(exist_ok=True)
+    current = repository / name / str(served[-1])
+    current.rename(retired_dir / str(served[-1]))
+    return read_version(retired_dir / str(served[-1])), load_version(repository, name, served[-2])
 
 
 def load_version(repository: Path, name: str, version: int | None = None) -> ModelVersion:
@@ -104,6 +173,28 @@ def load_version(repository: Path, name: str, version: int | None = None) -> Mod
     path = repository / name / str(chosen)
     manifest = json.loads((path / MANIFEST).read_text())
     return ModelVersion(name=name, version=chosen, path=path, manifest=manifest)
+
+
+def version_states(repository: Path, name: str) -> list[tuple[str, ModelVersion]]:
+    """Every version with its state: served (the newest numbered), previous, candidate,
+    retired; ascending by number."""
+    model_dir = repository / name
+    served = list_versions(repository, name)
+    found: list[tuple[str, ModelVersion]] = []
+    for number in served:
+        state = "served" if number == served[-1] else "previous"
+        found.append((state, load_version(repository, name, number)))
+    for state, sub in (("candidate", CANDIDATES_DIR), ("retired", RETIRED_DIR)):
+        for number in _numbered(model_dir / sub):
+            if (model_dir / sub / str(number) / MANIFEST).is_file():
+                found.append((state, read_version(model_dir / sub / str(number))))
+    return sorted(found, key=lambda pair: pair[1].version)
+
+
+def serving_version(repository: Path, name: str) -> int | None:
+    """The version backends serve: the newest numbered one (None when there is none)."""
+    versions = list_versions(repository, name)
+    return versions[-1] if versions else None
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

@@ -133,8 +133,12 @@ def train_version(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     progress: TrainProgress | None = None,
+    candidate: bool = False,
 ) -> tuple[ModelVersion, dict[str, Any]]:
-    """Train per `plan`, export a new version with reports and a model card; return both."""
+    """Train per `plan`, export a new version with reports and a model card; return both.
+
+    A `candidate` is exported aside and served only once promoted.
+    """
     from serving.export import export_version
     from serving.multihead import (
         MultiHeadModel,
@@ -233,6 +237,7 @@ def train_version(
         metrics={},
         training=training,
         finalize=finalize,
+        candidate=candidate,
     )
     return version, {
         "model": version.name,

@@ -280,6 +280,156 @@ def alerts(
     ).execute_from_commandline()
 
 
+@app.command()
+def watch(
+    bootstrap_servers: Bootstrap = None,
+    model_repository: Annotated[
+        Path | None, typer.Option(help="Model repository directory")
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0: off)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the model watch: drift detectors, feedback join, hybrid head, job policy."""
+    from streams.runtime import run_watch
+
+    settings = _settings(
+        bootstrap_servers=bootstrap_servers,
+        model_repository=model_repository,
+        watch_metrics_port=metrics_port,
+    )
+    _logging(verbose)
+    err.print(
+        f"model watch: {settings.output_topic} + {settings.feedback_topic} -> "
+        f"{settings.drift_topic}, {settings.jobs_topic}"
+    )
+    asyncio.run(run_watch(settings))
+
+
+@app.command()
+def trainer(
+    bootstrap_servers: Bootstrap = None,
+    model_repository: Annotated[
+        Path | None, typer.Option(help="Model repository directory")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Cap optimizer steps per job (quick runs)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run fine-tuning jobs from the jobs topic: train, shadow-evaluate, promote or reject."""
+    from streams.runtime import run_trainer
+
+    settings = _settings(
+        bootstrap_servers=bootstrap_servers,
+        model_repository=model_repository,
+        finetune_max_steps=max_steps,
+    )
+    _logging(verbose)
+    err.print(f"trainer: {settings.jobs_topic} -> {settings.decisions_topic}")
+    asyncio.run(run_trainer(settings))
+
+
+model_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+RepoOption = Annotated[Path | None, typer.Option(help="Model repository directory")]
+AnnounceOption = Annotated[
+    bool, typer.Option(help="Also publish the change on the decisions topic")
+]
+
+
+def _announce(settings: Settings, decision: Any) -> None:
+    """Publish a manual change on the decisions topic; a missing broker only warns."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.settings import kafka_client_options
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(**kafka_client_options(settings), request_timeout_ms=5000)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                settings.decisions_topic, decision.encode(), key=settings.model_name.encode()
+            )
+        finally:
+            await producer.stop()
+
+    try:
+        asyncio.run(asyncio.wait_for(send(), timeout=15))
+    except Exception as exc:  # the change on disk stands; the announcement is a courtesy
+        err.print(f"[yellow]not announced on {settings.decisions_topic}: {exc!r}[/]")
+
+
+@model_app.command("list")
+def model_list(model_repository: RepoOption = None) -> None:
+    """Served, candidate and retired versions, with their test figures (JSON lines)."""
+    from serving.model_store import version_states
+
+    settings = _settings(model_repository=model_repository)
+    for state, version in version_states(settings.model_repository, settings.model_name):
+        training = version.manifest.get("training", {})
+        print(
+            json.dumps(
+                {
+                    "version": version.version,
+                    "state": state,
+                    "created": version.manifest.get("created"),
+                    "reason": training.get("reason"),
+                    "test": version.manifest.get("evaluation", {}).get("test", {}),
+                }
+            )
+        )
+
+
+@model_app.command("promote")
+def model_promote(
+    version: Annotated[int, typer.Argument(help="Candidate or retired version to serve")],
+    model_repository: RepoOption = None,
+    announce: AnnounceOption = True,
+) -> None:
+    """Serve a candidate (or re-serve a retired version newer than the served one)."""
+    from online.jobs import Decision
+    from serving.model_store import ModelNotFoundError, promote_version, serving_version
+
+    settings = _settings(model_repository=model_repository)
+    repo, name = settings.model_repository, settings.model_name
+    before = serving_version(repo, name) or 0
+    try:
+        promote_version(repo, name, version)
+    except (ModelNotFoundError, ValueError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    decision = Decision("manual", name, "promoted", "feedpulse model promote", before, version)
+    print(json.dumps(dataclasses.asdict(decision)))
+    if announce:
+        _announce(settings, decision)
+
+
+@model_app.command("rollback")
+def model_rollback(model_repository: RepoOption = None, announce: AnnounceOption = True) -> None:
+    """Return to the previous version: the served one moves aside (it can be re-promoted)."""
+    from online.jobs import Decision
+    from serving.model_store import ModelNotFoundError, retire_newest
+
+    settings = _settings(model_repository=model_repository)
+    try:
+        retired, served = retire_newest(settings.model_repository, settings.model_name)
+    except ModelNotFoundError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    decision = Decision(
+        "manual",
+        settings.model_name,
+        "rolled_back",
+        f"feedpulse model rollback: version {retired.version} retired",
+        retired.version,
+        served.version,
+    )
+    err.print(f"now serving version {served.version} (version {retired.version} retired)")
+    print(json.dumps(dataclasses.asdict(decision)))
+    if announce:
+        _announce(settings, decision)
+
+
 def _task_dirs(values: list[str] | None) -> dict[str, Path] | None:
     if not values:
         return None

@@ -183,3 +183,83 @@ class AlertMetrics:
             "Event time every partition of the alert worker has reached (Unix seconds)",
             registry=registry,
         )
+
+
+class WatchMetrics:
+    """The model watch: detector states, feedback joins, prequential accuracy, jobs."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.drift_statistic = Gauge(
+            "feedpulse_drift_statistic",
+            "Each drift detector's current statistic (window mean, MMD squared)",
+            ["detector"],
+            registry=registry,
+        )
+        self.drift_score = Gauge(
+            "feedpulse_drift_score",
+            "The embedding test's z-score against its permutation null",
+            ["detector"],
+            registry=registry,
+        )
+        self.drift_threshold = Gauge(
+            "feedpulse_drift_threshold",
+            "Each detector's threshold (ADWIN delta, MMD z)",
+            ["detector"],
+            registry=registry,
+        )
+        self.drift_window = Gauge(
+            "feedpulse_drift_window_items",
+            "Items in each detector's (recent) window",
+            ["detector"],
+            registry=registry,
+        )
+        self.drift_events = Counter(
+            "feedpulse_drift_events",
+            "Drift events published",
+            ["detector"],
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "feedpulse_watch_predictions", "Labeled items the watch observed", registry=registry
+        )
+        self.feedback = Counter(
+            "feedpulse_feedback",
+            "Feedback records by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            "feedpulse_feedback_waiting",
+            "Feedback records waiting for their prediction",
+            registry=registry,
+        )
+        self.kept = Gauge(
+            "feedpulse_feedback_predictions_kept",
+            "Predictions kept for feedback to join",
+            registry=registry,
+        )
+        self.accuracy = Gauge(
+            "feedpulse_prequential_accuracy",
+            "Rolling test-then-train accuracy on feedback, per task and learner",
+            ["task", "learner"],
+            registry=registry,
+        )
+        self.jobs = Counter("feedpulse_finetune_jobs", "Fine-tuning jobs queued", registry=registry)
+        self.decisions = Counter(
+            "feedpulse_finetune_decisions",
+            "Fine-tuning decisions seen, by action",
+            ["action"],
+            registry=registry,
+        )
+        self.watched_version = Gauge(
+            "feedpulse_watched_model_version",
+            "The model version the watch last saw serving",
+            registry=registry,
+        )
+        self.unreadable = Counter(
+            "feedpulse_watch_unreadable",
+            "Records the watch could not read, by topic",
+            ["topic"],
+            registry=registry,
+        )

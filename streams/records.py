@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from serving.contract import ModelInfo, Prediction
 from streams.messages import FeedItem, Origin, Rejection
@@ -23,8 +27,11 @@ def labeled_value(
     model: ModelInfo,
     timestamps: dict[str, float],
     worker: str,
+    *,
+    embedding: bool = False,
 ) -> bytes:
-    """The JSON document published for one classified item."""
+    """The JSON document published for one classified item (with the pooled embedding
+    when `embedding`, for the model watch)."""
     doc: dict[str, Any] = {
         "id": item.id,
         "source": item.source,
@@ -47,7 +54,25 @@ def labeled_value(
     }
     if item.meta is not None:
         doc["meta"] = item.meta
+    if embedding and prediction.embedding is not None:
+        doc["embedding"] = encode_embedding(prediction.embedding)
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def encode_embedding(vector: npt.NDArray[np.float32]) -> str:
+    """float16 little-endian bytes, base64: 1 KB for a 384-wide embedding."""
+    return base64.b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode()
+
+
+def decode_embedding(text: str) -> npt.NDArray[np.float32]:
+    """The inverse of `encode_embedding`; raises ValueError on malformed input."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"embedding is not base64: {exc}") from None
+    if len(raw) % 2:
+        raise ValueError("embedding has an odd number of bytes")
+    return np.frombuffer(raw, dtype="<f2").astype(np.float32)
 
 
 def dead_letter_headers(rejection: Rejection, stage: str) -> Headers:

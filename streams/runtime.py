@@ -6,14 +6,15 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry
 
 from serving.contract import Classifier
-from serving.model_store import load_version
+from serving.hot_swap import FollowingClassifier
+from serving.model_store import load_version, serving_version
 from serving.onnx_backend import OnnxClassifier
-from streams.metrics import WorkerMetrics, serve_metrics
+from streams.metrics import WatchMetrics, WorkerMetrics, serve_metrics
 from streams.settings import Settings
 from streams.worker import ClassifyWorker
 
@@ -40,10 +41,26 @@ def local_triton(settings: Settings, log_path: Path | None = None) -> TritonServ
 def open_classifier(settings: Settings) -> Classifier:
     """The inference backend the settings ask for (the in-process ONNX model by default).
 
-    The Triton backend still reads the tokenizer and task labels from the local model
-    repository; Triton itself may serve a newer version, which outputs are stamped with.
+    Unless `model_version` pins one, it follows the served version: promotions and
+    rollbacks take effect without a restart. The Triton backend reads the tokenizer and
+    task labels from the local model repository; outputs are stamped with the version
+    Triton reports it served.
     """
-    model = load_version(settings.model_repository, settings.model_name, settings.model_version)
+    if settings.model_version is not None:
+        return open_version(settings, settings.model_version)
+    repo, name = settings.model_repository, settings.model_name
+    if serving_version(repo, name) is None:
+        load_version(repo, name)  # raises the error that says what to run
+    return FollowingClassifier(
+        lambda version: open_version(settings, version),
+        lambda: serving_version(repo, name),
+        check_s=settings.model_watch_s,
+    )
+
+
+def open_version(settings: Settings, version: int) -> Classifier:
+    """The backend for one version of the model."""
+    model = load_version(settings.model_repository, settings.model_name, version)
     if settings.backend == "triton":
         from serving.triton_backend import TritonClassifier
 
@@ -63,17 +80,16 @@ def open_classifier(settings: Settings) -> Classifier:
     )
 
 
-async def run_worker(settings: Settings, registry: CollectorRegistry | None = None) -> None:
-    """Run one classify worker until SIGTERM/SIGINT, then finish the batch, commit and leave."""
-    registry = registry or CollectorRegistry()
-    metrics = WorkerMetrics(registry)
-    port = serve_metrics(registry, settings.metrics_host, settings.metrics_port)
-    if port:
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
-    classifier = open_classifier(settings)
-    info = classifier.info
-    log.info("serving %s version %s (%s)", info.name, info.version, info.variant)
-    worker = ClassifyWorker(settings, classifier, metrics)
+class Stoppable(Protocol):
+    """A worker that runs until asked to stop."""
+
+    def stop(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+async def run_until_signalled(worker: Stoppable) -> None:
+    """Run `worker`; SIGTERM/SIGINT ask it to finish what it holds and stop."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -82,4 +98,42 @@ async def run_worker(settings: Settings, registry: CollectorRegistry | None = No
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def _metrics(
+    settings: Settings, port: int, registry: CollectorRegistry | None
+) -> CollectorRegistry:
+    registry = registry or CollectorRegistry()
+    if serve_metrics(registry, settings.metrics_host, port):
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    return registry
+
+
+async def run_worker(settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    """Run one classify worker until SIGTERM/SIGINT, then finish the batch, commit and leave."""
+    metrics = WorkerMetrics(_metrics(settings, settings.metrics_port, registry))
+    classifier = open_classifier(settings)
+    info = classifier.info
+    log.info("serving %s version %s (%s)", info.name, info.version, info.variant)
+    try:
+        await run_until_signalled(ClassifyWorker(settings, classifier, metrics))
+    finally:
         await classifier.close()
+
+
+async def run_watch(settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    """Run the model watch until SIGTERM/SIGINT."""
+    from online.watch import ModelWatch
+    from streams.watch import WatchWorker, watch_config, watched_tasks
+
+    metrics = WatchMetrics(_metrics(settings, settings.watch_metrics_port, registry))
+    watch = ModelWatch(watch_config(settings, watched_tasks(settings)))
+    await run_until_signalled(WatchWorker(settings, watch, metrics))
+
+
+async def run_trainer(settings: Settings) -> None:
+    """Run the fine-tuning trainer until SIGTERM/SIGINT."""
+    from streams.trainer_worker import TrainerWorker
+    from streams.training import trainer_config
+
+    await run_until_signalled(TrainerWorker(settings, lambda: trainer_config(settings)))

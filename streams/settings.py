@@ -90,6 +90,54 @@ class Settings(BaseSettings):
     alert_metric_keys: int = Field(50, ge=1)
     alert_metrics_port: int = Field(9401, ge=0, le=65535)
 
+    # Workers follow the served version (the newest numbered one) unless `model_version`
+    # pins one: promotions and rollbacks reach them within this many seconds.
+    model_watch_s: float = Field(2.0, gt=0)
+    # Labeled outputs carry the pooled embedding (float16, base64) for the model watch.
+    output_embedding: bool = True
+
+    # Online learning: the model watch (`feedpulse watch`) and the trainer.
+    feedback_topic: str = "feeds.feedback"
+    drift_topic: str = "model.drift"
+    jobs_topic: str = "model.finetune.jobs"
+    decisions_topic: str = "model.decisions"
+    watch_group_id: str = "feedpulse-watch"
+    trainer_group_id: str = "feedpulse-trainer"
+    # Predictions wait this long (at most this many) for their feedback, and feedback as
+    # long for its prediction; then it is kept for training if it has text, else
+    # dead-lettered as unmatched.
+    feedback_window_s: float = Field(3600.0, gt=0)
+    feedback_max_items: int = Field(100_000, ge=1)
+    # Feedback rows kept per task for fine-tuning jobs (the newest).
+    feedback_keep_rows: int = Field(20_000, ge=1)
+    # ADWIN confidence for the confidence, label-mix and error-rate detectors.
+    drift_delta: float = Field(1e-5, gt=0, lt=1)
+    drift_grace: int = Field(100, ge=1)
+    # MMD two-sample test on embeddings: reference and recent windows, test cadence.
+    mmd_reference: int = Field(500, ge=10)
+    mmd_window: int = Field(200, ge=10)
+    mmd_check_every: int = Field(50, ge=1)
+    mmd_z: float = Field(6.0, gt=0)
+    mmd_permutations: int = Field(200, ge=20)
+    hybrid_learning_rate: float = Field(0.5, gt=0)
+    hybrid_window: int = Field(500, ge=10)
+    # The fine-tuning policy: feedback rows after a drift before a job, rows per job,
+    # the cooldown after a job, and an optional volume trigger (0 = off).
+    finetune_min_feedback: int = Field(1000, ge=1)
+    finetune_max_rows: int = Field(5000, ge=1)
+    finetune_cooldown_s: float = Field(1800.0, ge=0)
+    finetune_volume_trigger: int = Field(0, ge=0)
+    # Trainer: replay rows of the original data, old-domain test rows checked, steps.
+    finetune_replay_rows: int = Field(4000, ge=0)
+    finetune_old_eval_rows: int = Field(2000, ge=0)
+    finetune_epochs: int = Field(3, ge=1)
+    finetune_max_steps: int | None = Field(None, ge=1)
+    finetune_batch_size: int = Field(32, ge=1)
+    # Promotion: new-domain accuracy gain required, old-domain macro-recall drop allowed.
+    promote_margin: float = 0.05
+    promote_max_drop: float = Field(0.02, ge=0)
+    watch_metrics_port: int = Field(9402, ge=0, le=65535)
+
     # Embedded broker
     broker_listen: str = "127.0.0.1:9092"
 

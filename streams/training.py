@@ -19,6 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from online.trainer import PromotionRule, TrainerConfig
 from serving.contract import DEFAULT_TASKS
 from serving.finetune import FineTuneConfig, TrainProgress
 from serving.labeled_data import TaskData, load_task_dir, sample
@@ -212,3 +213,30 @@ def ensure_model(settings: Settings, console: Console | None = None) -> ModelVer
         )
         train_seed_heads(settings, console=console)
         return load_version(settings.model_repository, settings.model_name)
+
+
+def trainer_config(settings: Settings) -> TrainerConfig:
+    """The online trainer's setup: replay of the original training data (its test rows
+    sampled to check forgetting), incremental fine-tuning and the promotion rule."""
+    seed = INCREMENTAL.seed
+    replay = [
+        dataclasses.replace(data, test=sample(data.test, settings.finetune_old_eval_rows, seed))
+        for data in replay_sets(
+            default_task_dirs(settings), settings.finetune_replay_rows, seed=seed
+        )
+    ]
+    finetune = dataclasses.replace(
+        INCREMENTAL,
+        epochs=settings.finetune_epochs,
+        max_steps=settings.finetune_max_steps,
+        batch_size=settings.finetune_batch_size,
+    )
+    return TrainerConfig(
+        repository=settings.model_repository,
+        name=settings.model_name,
+        replay=replay,
+        finetune=finetune,
+        rule=PromotionRule(margin=settings.promote_margin, max_drop=settings.promote_max_drop),
+        variant=settings.model_variant,
+        serve_max_length=settings.max_length,
+    )

@@ -260,7 +260,9 @@ class ClassifyWorker:
         outputs: list[Output] = []
         for item, pred in classified:
             stamps = {"consumed": consumed_at, "classified": classified_at}
-            labeled = labeled_value(item, pred, model, stamps, self.worker_id)
+            labeled = labeled_value(
+                item, pred, model, stamps, self.worker_id, embedding=self.settings.output_embedding
+            )
             key = output_key(item.id, item.origin)
             outputs.append(
                 Output(self.settings.output_topic, key, labeled, None, item.id, item.origin)

@@ -1,0 +1,66 @@
+"""The promotion rule, how a job's rows are split, and jobs and decisions on the wire."""
+
+from __future__ import annotations
+
+import pytest
+
+from online.jobs import Decision, FineTuneJob
+from online.trainer import MIN_TASK_ROWS, PromotionRule, job_sets
+from serving.contract import DEFAULT_TASKS
+
+
+@pytest.mark.parametrize(
+    ("gains", "drops", "promote", "why"),
+    [
+        ({"fpb": 0.20}, {"tweeteval": 0.01}, True, "new-domain accuracy fpb +0.200"),
+        ({"fpb": 0.04}, {"tweeteval": 0.0}, False, "below the margin"),
+        ({"fpb": 0.20}, {"tweeteval": 0.03}, False, "above the allowed"),
+        ({}, {}, False, "no new-domain rows"),
+    ],
+)
+def test_promotion_needs_the_margin_on_new_rows_and_little_loss_on_old(
+    gains: dict[str, float], drops: dict[str, float], promote: bool, why: str
+) -> None:
+    decided, reason = PromotionRule(margin=0.05, max_drop=0.02).decide(gains, drops)
+    assert decided is promote
+    assert why in reason
+
+
+def job(rows: dict[str, list[tuple[str, str]]]) -> FineTuneJob:
+    return FineTuneJob(model="m", base_version=3, rows=rows, reasons=[{"detector": "x"}])
+
+
+def test_job_rows_split_into_train_val_and_held_out_rows_without_overlap() -> None:
+    rows = [(f"sentence number {i}", ("negative", "neutral", "positive")[i % 3]) for i in range(1000)]
+    rows.append(("a label the head does not have", "furious"))
+    (data,) = job_sets(job({"sentiment": rows}), DEFAULT_TASKS, holdout=0.2)
+    texts = [{r.text for r in split} for split in (data.train, data.val, data.test)]
+    assert sum(map(len, texts)) == 1000
+    assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
+    assert 150 < len(texts[2]) < 250 and 50 < len(texts[1]) < 110
+
+
+def test_tasks_with_too_few_rows_or_no_head_are_left_out() -> None:
+    few = [("x", "neutral")] * (MIN_TASK_ROWS - 1)
+    many = [(f"t{i}", "neutral") for i in range(MIN_TASK_ROWS)]
+    sets = job_sets(job({"sentiment": few, "mood": many, "topic": []}), DEFAULT_TASKS, 0.2)
+    assert sets == []
+
+
+def test_a_job_survives_the_wire_with_its_rows() -> None:
+    original = job({"sentiment": [("ünïcode 🚀 text", "positive")] * 3})
+    decoded = FineTuneJob.decode(original.encode())
+    assert decoded == original
+
+
+@pytest.mark.parametrize("value", [b"", b"{}", b'{"id": "x", "rows_gzip_b64": "%%%"}'])
+def test_a_malformed_job_is_a_value_error(value: bytes) -> None:
+    with pytest.raises(ValueError, match="not a fine-tuning job"):
+        FineTuneJob.decode(value)
+
+
+def test_a_decision_survives_the_wire() -> None:
+    decision = Decision("j", "m", "promoted", "why", 3, 4, {"fpb": {"served": 0.5}})
+    assert Decision.decode(decision.encode()) == decision
+    with pytest.raises(ValueError, match="not a fine-tuning decision"):
+        Decision.decode(b'{"job_id": "j"}')
