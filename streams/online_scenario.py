@@ -117,44 +117,52 @@ async def run_scenario(
     *,
     lag: int = 20,
     rate: float = 0.0,
+    trickle_rate: float = 10.0,
     timeout_s: float = 1800.0,
     progress: Any = None,
 ) -> ScenarioResult:
     """Stream `before` then `after` (text, gold label) with feedback; wait until a decision
     on a job and, if it promoted, until the new version labels the stream.
-
-    The new-domain rows keep flowing (cycled) until then, as a live feed would.
     """
     log = ScenarioLog()
     stop = asyncio.Event()
     watcher = asyncio.create_task(monitor(settings, log, stop))
-    # Topics must exist before the monitor can read them; the processes create them.
-    spans = await replay_with_feedback(
-        settings, [Phase("before", before)], lag=lag, rate=rate, on_sent=progress
-    )
+    spans: dict[str, tuple[int, int]] = {}
+    position = 0
+
+    async def send(name: str, rows: Sequence[tuple[str, str]], pace: float) -> None:
+        nonlocal position
+        await replay_with_feedback(
+            settings, [Phase(name, rows)], lag=lag, rate=pace, on_sent=progress
+        )
+        spans[name] = (position, position + len(rows))
+        position += len(rows)
+
+    await send("before", before, rate)
     switch_at = time.time()
     deadline = time.monotonic() + timeout_s
+    await send("after", after, rate)
+    # The new domain keeps flowing (cycled) until a job is queued, then trickles on while
+    # the trainer works, as a live feed would.
+    chunk = max(1, int(trickle_rate * 5))
     round_ = 0
-    promoted: int | None = None
-    while time.monotonic() < deadline:
-        name = "after" if round_ == 0 else f"after{round_}"
-        span = await replay_with_feedback(settings, [Phase(name, after)], lag=lag, rate=rate)
-        first, end = span[name]
-        offset = spans["before"][1] if round_ == 0 else max(e for _, e in spans.values())
-        spans[name] = (offset + first, offset + end)
+    while not log.jobs and time.monotonic() < deadline:
         round_ += 1
+        await send(f"after{round_}", after, rate)
+    promoted: int | None = None
+    cursor = 0
+    while time.monotonic() < deadline:
         if log.decisions:
             decision = log.decisions[-1][1]
             if decision["action"] != "promoted":
                 break
             promoted = int(decision["candidate_version"])
-            while str(promoted) not in log.versions and time.monotonic() < deadline:
-                await replay_with_feedback(
-                    settings, [Phase(f"probe{round_}", after[:50])], lag=lag, rate=rate
-                )
-                round_ += 1
-                await asyncio.sleep(1)
-            break
+            if str(promoted) in log.versions:
+                break
+        rows = [after[(cursor + i) % len(after)] for i in range(chunk)]
+        cursor += chunk
+        round_ += 1
+        await send(f"trickle{round_}", rows, trickle_rate)
     stop.set()
     await asyncio.sleep(0.5)
     watcher.cancel()

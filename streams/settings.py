@@ -129,8 +129,10 @@ class Settings(BaseSettings):
     finetune_volume_trigger: int = Field(0, ge=0)
     # Trainer: replay rows of the original data, old-domain test rows checked, steps.
     finetune_replay_rows: int = Field(4000, ge=0)
-    finetune_old_eval_rows: int = Field(2000, ge=0)
+    finetune_old_eval_rows: int = Field(1000, ge=0)
     finetune_epochs: int = Field(3, ge=1)
+    finetune_lr: float = Field(3e-5, gt=0)
+    finetune_head_lr: float = Field(3e-4, gt=0)
     finetune_max_steps: int | None = Field(None, ge=1)
     finetune_batch_size: int = Field(32, ge=1)
     # Promotion: new-domain accuracy gain required, old-domain macro-recall drop allowed.

@@ -32,6 +32,8 @@ DEFAULT_TASK_DIRS = {"sentiment": "tweeteval_sentiment", "topic": "ag_news"}
 # Starting from a trained version: gentler steps, the heads are already fitted.
 INCREMENTAL = FineTuneConfig(epochs=3, lr=3e-5, head_lr=3e-4, eval_every=100)
 REPLAY_VAL_ROWS = 1000
+# The online trainer validates often while sharing the machine: a smaller replay val split.
+ONLINE_REPLAY_VAL_ROWS = 300
 
 
 def default_task_dirs(settings: Settings) -> dict[str, Path]:
@@ -220,7 +222,11 @@ def trainer_config(settings: Settings) -> TrainerConfig:
     sampled to check forgetting), incremental fine-tuning and the promotion rule."""
     seed = INCREMENTAL.seed
     replay = [
-        dataclasses.replace(data, test=sample(data.test, settings.finetune_old_eval_rows, seed))
+        dataclasses.replace(
+            data,
+            val=sample(data.val, ONLINE_REPLAY_VAL_ROWS, seed),
+            test=sample(data.test, settings.finetune_old_eval_rows, seed),
+        )
         for data in replay_sets(
             default_task_dirs(settings), settings.finetune_replay_rows, seed=seed
         )
@@ -230,6 +236,8 @@ def trainer_config(settings: Settings) -> TrainerConfig:
         epochs=settings.finetune_epochs,
         max_steps=settings.finetune_max_steps,
         batch_size=settings.finetune_batch_size,
+        lr=settings.finetune_lr,
+        head_lr=settings.finetune_head_lr,
     )
     return TrainerConfig(
         repository=settings.model_repository,
