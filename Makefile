@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-alerts clean
+.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-alerts bench-online clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "feedpulse needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -52,6 +52,7 @@ typecheck: setup-dev
 
 test: lint typecheck setup-triton setup-system
 	$(BIN)/pytest
+	$(BIN)/python .ci/audit_deps.py --python $(BIN)/python
 
 bench: setup-dev
 	$(BIN)/python bench/throughput.py
@@ -66,6 +67,12 @@ bench-quality: setup-dev
 # Seconds: the spike detector over 50 hours of seeded replay with injected bursts.
 bench-alerts: setup-dev
 	$(BIN)/python bench/alerts.py
+
+# About 20 minutes: the domain-switch scenario on a real broker with the watch and trainer.
+# Needs a fine-tuned version (`feedpulse train`) in MODELS (default triton_models).
+MODELS ?= triton_models
+bench-online: setup-dev
+	$(BIN)/python bench/online_learning.py --repository $(MODELS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -141,7 +141,7 @@ def parse_record(value: bytes | None, origin: Origin, limits: Limits) -> FeedIte
     if json_depth_exceeds(stripped, limits.max_json_depth):
         return reject(JSON_TOO_DEEP, f"JSON nests deeper than {limits.max_json_depth} levels")
     try:
-        obj = json.loads(stripped, parse_constant=_reject_constant)
+        obj = json.loads(stripped, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         return reject(INVALID_JSON, f"invalid JSON: {exc}")
     if not isinstance(obj, dict):
@@ -151,6 +151,14 @@ def parse_record(value: bytes | None, origin: Origin, limits: Limits) -> FeedIte
     if "\\u" in stripped and _has_lone_surrogate(obj):
         return reject(INVALID_UNICODE, "JSON strings hold unpaired UTF-16 surrogate escapes")
     return _item_from_object(obj, origin, limits, reject)
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses as inf, which no strict JSON consumer can read back from our outputs.
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
 
 
 def _reject_constant(name: str) -> Any:
@@ -200,6 +208,10 @@ def _item_from_object(
         item_id = raw_id
     elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
         item_id = str(raw_id)
+        if len(item_id) > MAX_ID_CHARS:
+            return reject(
+                INVALID_FIELD, f"'id' has {len(item_id)} digits, limit {MAX_ID_CHARS}", None
+            )
     else:
         return reject(
             INVALID_FIELD,

@@ -48,7 +48,7 @@ IDLE_POLL_MS = 500
 READY_MARKER = "partitions assigned:"
 PRODUCE_ATTEMPTS = 5
 MAX_BACKOFF_S = 5.0
-# What is kept of an output the broker refuses as too large, in its dead letter.
+# What is kept of the input when even the dead letter standing in for its output is refused.
 OVERSIZE_KEEP_BYTES = 16 * 1024
 
 
@@ -70,6 +70,8 @@ class Output:
     headers: Headers | None
     item_id: str
     origin: Origin
+    # The input's bytes: what a dead letter standing in for this output must carry.
+    original: bytes | None = None
 
 
 @dataclass
@@ -264,8 +266,10 @@ class ClassifyWorker:
                 item, pred, model, stamps, self.worker_id, embedding=self.settings.output_embedding
             )
             key = output_key(item.id, item.origin)
+            o = item.origin
+            original = values[(o.topic, o.partition, o.offset)]
             outputs.append(
-                Output(self.settings.output_topic, key, labeled, None, item.id, item.origin)
+                Output(self.settings.output_topic, key, labeled, None, item.id, o, original)
             )
         for rej, stage in rejections:
             o = rej.origin
@@ -385,13 +389,18 @@ class ClassifyWorker:
         return future
 
     def _oversized(self, out: Output, error: BaseException) -> Output:
-        """A small dead letter standing in for an output too large to produce."""
+        """A dead letter with the input's original bytes, standing in for an output too
+        large to produce; cut to a small prefix if even the dead letter was refused."""
         self.metrics.dead_lettered.labels(OUTPUT_TOO_LARGE).inc()
         log.warning("output for %s too large (%s): dead-lettering it", out.item_id[:200], error)
         rejection = Rejection(out.item_id[:1024], OUTPUT_TOO_LARGE, str(error)[:1024], out.origin)
-        value, extra = dead_letter_value(out.value, OVERSIZE_KEEP_BYTES)
+        refused_again = out.topic == self.settings.dlq_topic
+        keep = OVERSIZE_KEEP_BYTES if refused_again else self.settings.max_message_bytes
+        value, extra = dead_letter_value(out.original, keep)
         headers = dead_letter_headers(rejection, "produce") + extra
-        return Output(self.settings.dlq_topic, None, value, headers, out.item_id, out.origin)
+        return Output(
+            self.settings.dlq_topic, None, value, headers, out.item_id, out.origin, out.original
+        )
 
     async def _commit(self, records: Sequence[Any]) -> bool:
         """Commit the next offset of every partition the batch covered."""
