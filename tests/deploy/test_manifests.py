@@ -33,7 +33,7 @@ CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "PodMonitor"): SCHEMAS / "monitoring-podmonitor.json",
 }
 # Job names the alert rules select on (deploy/prometheus/rules.yml).
-JOBS = {"feedpulse-classify", "feedpulse-alerts", "triton"}
+JOBS = {"feedpulse-classify", "feedpulse-alerts", "feedpulse-watch", "triton"}
 
 
 def tool(name: str) -> str:
@@ -101,6 +101,31 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def settings_data() -> dict[str, str]:
     return k8s_object("ConfigMap", "feedpulse-settings")["data"]
+
+
+def feedpulse_deployments() -> list[dict[str, Any]]:
+    """Every Deployment that runs the feedpulse image (all but Triton)."""
+    found = [
+        d
+        for _, d in k8s_documents()
+        if d["kind"] == "Deployment" and container(d)["image"].startswith("feedpulse:")
+    ]
+    assert {d["metadata"]["name"] for d in found} == {
+        "feedpulse-classify",
+        "feedpulse-alerts",
+        "feedpulse-watch",
+        "feedpulse-trainer",
+    }
+    return found
+
+
+def feedpulse_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The long-running compose services that run the feedpulse image."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if service.get("image") == "feedpulse:local" and "profiles" not in service
+    }
 
 
 # ---------------------------------------------------------------- schema validation
@@ -183,6 +208,12 @@ def _set(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("Deployment", "feedpulse-classify", "spec.replicas", "two"),
         ("Deployment", "feedpulse-classify", "spec.template.spec.terminationGracePeriod", 60),
         ("Deployment", "triton", "spec.template.spec.containers.0.ports.1.containerPort", "8001"),
+        (
+            "Deployment",
+            "feedpulse-trainer",
+            "spec.template.spec.volumes.1.persistentVolumeClaim.readOnlyy",
+            True,
+        ),
         ("ScaledObject", "feedpulse-classify", "spec.maxReplicaCount", "12"),
         ("ScaledObject", "feedpulse-classify", "spec.triggers.0.metadata.lagThreshold", 1000),
         ("ScaledObject", "feedpulse-classify", "spec.minReplicas", 1),
@@ -252,7 +283,10 @@ def test_workers_expose_metrics_where_probes_and_monitors_look() -> None:
     ports = {
         "feedpulse-classify": int(data["FEEDPULSE_METRICS_PORT"]),
         "feedpulse-alerts": int(data["FEEDPULSE_ALERT_METRICS_PORT"]),
+        "feedpulse-watch": int(data["FEEDPULSE_WATCH_METRICS_PORT"]),
     }
+    # Single-replica Recreate deployments have none (see model-watch.yaml).
+    with_pdb = {"feedpulse-classify", "feedpulse-alerts"}
     for name, port in ports.items():
         deployment = k8s_object("Deployment", name)
         pod = deployment["spec"]["template"]
@@ -266,10 +300,12 @@ def test_workers_expose_metrics_where_probes_and_monitors_look() -> None:
         assert spec["terminationGracePeriodSeconds"] >= 30
         assert c["resources"]["requests"] and c["resources"]["limits"]
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
-        pdb = k8s_object("PodDisruptionBudget", name)
-        assert (
-            pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
-        )
+        if name in with_pdb:
+            pdb = k8s_object("PodDisruptionBudget", name)
+            assert (
+                pdb["spec"]["selector"]["matchLabels"]
+                == deployment["spec"]["selector"]["matchLabels"]
+            )
 
     monitor = k8s_object("PodMonitor", "feedpulse-workers")["spec"]
     assert monitor["jobLabel"] == "app.kubernetes.io/name"
@@ -277,20 +313,15 @@ def test_workers_expose_metrics_where_probes_and_monitors_look() -> None:
     assert [e["port"] for e in monitor["podMetricsEndpoints"]] == ["metrics"]
 
     compose = load(COMPOSE / "compose.yaml")["services"]
-    for service, port in (("worker", 9400), ("alerts", 9401)):
+    for service, port, setting in (
+        ("worker", 9400, "FEEDPULSE_METRICS_PORT"),
+        ("alerts", 9401, "FEEDPULSE_ALERT_METRICS_PORT"),
+        ("watch", 9402, "FEEDPULSE_WATCH_METRICS_PORT"),
+    ):
         env = compose[service]["environment"]
         assert env["FEEDPULSE_METRICS_HOST"] == "0.0.0.0"
         assert f":{port}/metrics" in " ".join(compose[service]["healthcheck"]["test"])
-        assert (
-            int(
-                env[
-                    "FEEDPULSE_METRICS_PORT"
-                    if service == "worker"
-                    else "FEEDPULSE_ALERT_METRICS_PORT"
-                ]
-            )
-            == port
-        )
+        assert int(env[setting]) == port
         assert compose[service]["stop_grace_period"] == "60s"
         # Worker metrics are never published on the host.
         assert "ports" not in compose[service]
@@ -325,6 +356,72 @@ def test_triton_has_a_gpu_polls_its_repository_and_is_scraped_on_8002() -> None:
             assert (COMPOSE / host).exists(), volume
 
 
+def test_watch_and_trainer_run_once_and_only_the_trainer_writes_models() -> None:
+    data = settings_data()
+    assert data["FEEDPULSE_WATCH_GROUP_ID"] == "feedpulse-watch"
+    assert data["FEEDPULSE_TRAINER_GROUP_ID"] == "feedpulse-trainer"
+    pdbs = {d["metadata"]["name"] for _, d in k8s_documents() if d["kind"] == "PodDisruptionBudget"}
+    for name in ("feedpulse-watch", "feedpulse-trainer"):
+        deployment = k8s_object("Deployment", name)
+        # In-memory joins and windows (watch), one promoter at a time (trainer).
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"]["type"] == "Recreate"
+        assert name not in pdbs
+    for deployment in feedpulse_deployments():
+        spec = deployment["spec"]["template"]["spec"]
+        mounts = {m["name"]: m for m in container(deployment)["volumeMounts"]}
+        if "models" not in mounts:
+            continue
+        claim = {v["name"]: v for v in spec["volumes"]}["models"]["persistentVolumeClaim"]
+        assert claim["claimName"] == "feedpulse-models"
+        writer = deployment["metadata"]["name"] == "feedpulse-trainer"
+        assert mounts["models"].get("readOnly", False) is not writer
+        assert claim.get("readOnly", False) is not writer
+    # Many pods on many nodes, one of them writing.
+    assert k8s_object("PersistentVolumeClaim", "feedpulse-models")["spec"]["accessModes"] == [
+        "ReadWriteMany"
+    ]
+
+    trainer = k8s_object("Deployment", "feedpulse-trainer")
+    spec = trainer["spec"]["template"]["spec"]
+    c = container(trainer)
+    assert "ports" not in c and "livenessProbe" not in c
+    # It finishes the job in hand (minutes) on SIGTERM.
+    assert spec["terminationGracePeriodSeconds"] >= 900
+    requests = c["resources"]["requests"]
+    assert float(requests["cpu"]) >= 2 and requests["memory"] == "4Gi"
+    assert c["resources"]["limits"]["memory"] == "6Gi"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["FEEDPULSE_DATA_DIR"]["value"] == "/data"
+    assert env["OMP_NUM_THREADS"]["valueFrom"]["resourceFieldRef"]["resource"] == "requests.cpu"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/data"]["readOnly"] is True
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    claim = volumes[mounts["/data"]["name"]]["persistentVolumeClaim"]
+    assert claim["claimName"] == "feedpulse-training-data" and claim["readOnly"] is True
+    k8s_object("PersistentVolumeClaim", "feedpulse-training-data")
+
+    compose = load(COMPOSE / "compose.yaml")
+    services = compose["services"]
+    assert services["watch"]["deploy"]["replicas"] == 1
+    assert "../../triton_models:/models:ro" in services["watch"]["volumes"]
+    trainer_c = services["trainer"]
+    assert trainer_c["deploy"]["replicas"] == 1
+    assert "../../triton_models:/models" in trainer_c["volumes"]
+    assert any(v.endswith(":/data:ro") for v in trainer_c["volumes"])
+    assert trainer_c["environment"]["FEEDPULSE_DATA_DIR"] == "/data"
+    assert trainer_c["stop_grace_period"] == "30m"
+    assert "ports" not in trainer_c and "healthcheck" not in trainer_c
+    for name, service in feedpulse_services(compose).items():
+        if name != "trainer":
+            assert all(v.endswith(":ro") for v in service.get("volumes", [])), name
+    # The SASL overlay covers every long-running feedpulse service.
+    overlay = load(COMPOSE / "compose.sasl.yaml")["services"]
+    for name in feedpulse_services(compose):
+        assert overlay[name]["environment"]["FEEDPULSE_SECURITY_PROTOCOL"] == "SASL_SSL", name
+        assert "kafka_sasl_password" in overlay[name]["secrets"], name
+
+
 def test_every_feedpulse_variable_is_a_setting() -> None:
     entrypoint = (COMPOSE / "entrypoint.sh").read_text()
     handled = re.search(r"for name in ([A-Z_ ]+);", entrypoint)
@@ -333,9 +430,10 @@ def test_every_feedpulse_variable_is_a_setting() -> None:
     names: set[str] = set(settings_data())
     for path in (COMPOSE / "compose.yaml", COMPOSE / "compose.sasl.yaml"):
         names |= set(re.findall(r"\b(FEEDPULSE_[A-Z0-9_]+)\s*[:=]", path.read_text()))
-    for name in ("feedpulse-classify", "feedpulse-alerts"):
-        names |= {e["name"] for e in container(k8s_object("Deployment", name)).get("env", [])}
+    for deployment in feedpulse_deployments():
+        names |= {e["name"] for e in container(deployment).get("env", [])}
     names -= from_files
+    names = {n for n in names if n.startswith("FEEDPULSE_")}
     assert names, "no settings found"
     unknown = {
         n for n in names if n.removeprefix("FEEDPULSE_").lower() not in Settings.model_fields
@@ -345,8 +443,8 @@ def test_every_feedpulse_variable_is_a_setting() -> None:
 
 def test_no_secret_value_is_committed() -> None:
     assert not [d for _, d in k8s_documents() if d["kind"] == "Secret"]
-    for name in ("feedpulse-classify", "feedpulse-alerts"):
-        env = {e["name"]: e for e in container(k8s_object("Deployment", name)).get("env", [])}
+    for deployment in feedpulse_deployments():
+        env = {e["name"]: e for e in container(deployment).get("env", [])}
         assert "FEEDPULSE_SASL_PASSWORD" not in env
         assert env["FEEDPULSE_SASL_PASSWORD_FILE"]["value"].startswith("/etc/feedpulse/kafka-sasl/")
     for path in (COMPOSE / "compose.yaml", COMPOSE / "compose.sasl.yaml"):
@@ -394,7 +492,7 @@ def test_compose_prometheus_config_is_valid_and_keeps_the_rule_job_names(tmp_pat
 
 def test_compose_mounts_the_existing_configs() -> None:
     services = load(COMPOSE / "compose.yaml")["services"]
-    for name in ("prometheus", "alertmanager", "grafana", "worker"):
+    for name in ("prometheus", "alertmanager", "grafana", "worker", "watch", "trainer"):
         for volume in services[name].get("volumes", []):
             host = volume.split(":")[0]
             if host.startswith("."):
