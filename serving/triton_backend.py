@@ -45,10 +45,19 @@ class TritonClassifier:
         chunk_size: int = 16,
         ssl: bool = False,
         root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
     ) -> None:
         from tritonclient.grpc.aio import InferenceServerClient
 
-        self._client = InferenceServerClient(url, ssl=ssl, root_certificates=root_certificates)
+        # Paths: the client reads the PEM files itself; key and chain are for mutual TLS.
+        self._client = InferenceServerClient(
+            url,
+            ssl=ssl,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+        )
         self._url = url
         self._tasks = model.tasks
         self._tokenizer = TextTokenizer(model.tokenizer_path, model.max_length)

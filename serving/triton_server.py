@@ -125,7 +125,10 @@ def processes_using(directory: Path) -> list[int]:
 
 
 class TritonServer:
-    """A tritonserver process on loopback serving `repository`; a context manager."""
+    """A tritonserver process serving `repository`; a context manager.
+
+    HTTP, gRPC and metrics bind to `host`: loopback unless a wider address is asked for.
+    """
 
     def __init__(
         self,
@@ -150,9 +153,16 @@ class TritonServer:
         self._shm_before: set[str] = set()
 
     @property
+    def connect_host(self) -> str:
+        """Where local clients reach the server: loopback when bound to every address."""
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+        return wildcard.get(self.host, self.host)
+
+    @property
     def grpc_url(self) -> str:
         """Where gRPC clients connect."""
-        return f"{self.host}:{self.grpc_port}"
+        host = self.connect_host
+        return f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
 
     @property
     def pid(self) -> int | None:
@@ -201,7 +211,9 @@ class TritonServer:
 
     def ready(self) -> bool:
         """True when the server's HTTP health endpoint says ready."""
-        url = f"http://{self.host}:{self.http_port}/v2/health/ready"
+        host = self.connect_host
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{self.http_port}/v2/health/ready"
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 return bool(resp.status == 200)

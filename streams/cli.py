@@ -132,12 +132,21 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0: off)")] = None,
     backend: Annotated[str | None, typer.Option(help="onnx (in-process) or triton")] = None,
     triton_url: Annotated[str | None, typer.Option(help="Triton gRPC HOST:PORT")] = None,
+    exactly_once: Annotated[
+        bool | None,
+        typer.Option(
+            "--exactly-once/--at-least-once",
+            help="Kafka transactions per batch (needs a broker with transactions) "
+            "[FEEDPULSE_EXACTLY_ONCE]",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a classify worker against any Kafka bootstrap servers until SIGTERM/SIGINT."""
     from serving.model_store import ModelNotFoundError
     from streams.runtime import run_worker
-    from streams.worker import ProduceFailedError
+    from streams.worker import ProduceFailedError, TransactionsUnsupportedError
 
     settings = _settings(
         bootstrap_servers=bootstrap_servers,
@@ -152,11 +161,12 @@ def worker(
         metrics_port=metrics_port,
         backend=backend,
         triton_url=triton_url,
+        exactly_once=exactly_once,
     )
     _logging(verbose)
     try:
         asyncio.run(run_worker(settings))
-    except ModelNotFoundError as exc:
+    except (ModelNotFoundError, TransactionsUnsupportedError) as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
     except ProduceFailedError as exc:
@@ -556,6 +566,10 @@ def triton_serve(
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP port")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus metrics port")] = None,
+    bind_host: Annotated[
+        str | None,
+        typer.Option(help="Address HTTP, gRPC and metrics bind to [FEEDPULSE_TRITON_BIND_HOST]"),
+    ] = None,
 ) -> None:
     """Serve the model repository with the bundled tritonserver until SIGTERM/SIGINT."""
     from serving.triton_server import TritonError
@@ -566,6 +580,7 @@ def triton_serve(
         triton_grpc_port=grpc_port,
         triton_http_port=http_port,
         triton_metrics_port=metrics_port,
+        triton_bind_host=bind_host,
     )
 
     def terminate(signum: int, frame: object) -> None:
@@ -577,7 +592,8 @@ def triton_serve(
         with err.status("starting tritonserver and loading the model"):
             server.start()
         err.print(
-            f"Triton ready: gRPC {server.grpc_url}, HTTP {settings.triton_http_port}, "
+            f"Triton ready on {settings.triton_bind_host}: gRPC {server.grpc_url}, "
+            f"HTTP {settings.triton_http_port}, "
             f"metrics {settings.triton_metrics_port}; Ctrl-C stops it"
         )
         while server.alive():

@@ -21,6 +21,12 @@ def output_key(item_id: str, origin: Origin) -> bytes:
     return origin.key if origin.key is not None else item_id.encode()
 
 
+def id_headers(item_id: str) -> Headers:
+    """The item id as a header on every output: consumers de-duplicate redeliveries on it
+    without parsing the value."""
+    return [(DLQ_HEADER_PREFIX + "id", item_id.encode())]
+
+
 def labeled_value(
     item: FeedItem,
     prediction: Prediction,

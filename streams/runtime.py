@@ -33,6 +33,7 @@ def local_triton(settings: Settings, log_path: Path | None = None) -> TritonServ
         http_port=settings.triton_http_port,
         grpc_port=settings.triton_grpc_port,
         metrics_port=settings.triton_metrics_port,
+        host=settings.triton_bind_host,
         python_env=settings.triton_python_env,
         log_path=log_path,
     )
@@ -71,6 +72,8 @@ def open_version(settings: Settings, version: int) -> Classifier:
             chunk_size=settings.inference_chunk,
             ssl=settings.triton_ssl,
             root_certificates=settings.triton_root_certificates,
+            private_key=settings.triton_private_key,
+            certificate_chain=settings.triton_certificate_chain,
         )
     return OnnxClassifier(
         model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(10_000, ge=1000)
     # How long the broker may hold an empty fetch; bounds idle-to-first-item latency.
     fetch_max_wait_ms: int = Field(50, ge=0)
+    # Exactly-once: outputs and input offsets in one Kafka transaction per batch. Needs a
+    # broker with transactions (Apache Kafka >= 0.11; not the embedded Tansu) and
+    # read_committed consumers of the outputs.
+    exactly_once: bool = False
+    transactional_id_prefix: str = "feedpulse-classify"
 
     # Micro-batching
     max_batch: int = Field(32, ge=1)
@@ -64,8 +69,13 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(10.0, gt=0)
     triton_ssl: bool = False
     triton_root_certificates: str | None = None
-    # The local Triton server (`feedpulse triton serve`): ports, and the Python environment
-    # its python-backend stubs import numpy (< 2) and onnxruntime from.
+    # Mutual TLS to Triton: the client's private key and certificate chain (PEM files).
+    triton_private_key: str | None = None
+    triton_certificate_chain: str | None = None
+    # The local Triton server (`feedpulse triton serve`): the address it binds (loopback
+    # unless widened on purpose), ports, and the Python environment its python-backend
+    # stubs import numpy (< 2) and onnxruntime from.
+    triton_bind_host: str = "127.0.0.1"
     triton_http_port: int = Field(8000, ge=1, le=65535)
     triton_grpc_port: int = Field(8001, ge=1, le=65535)
     triton_metrics_port: int = Field(8002, ge=1, le=65535)
@@ -147,10 +157,26 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9400, ge=0, le=65535)
 
+    @model_validator(mode="after")
+    def _client_certificate_pair(self) -> Settings:
+        # A key without its certificate (or either without TLS) would silently not be used.
+        pair = (self.triton_private_key, self.triton_certificate_chain)
+        if any(pair) and not all(pair):
+            raise ValueError("triton_private_key and triton_certificate_chain go together")
+        if all(pair) and not self.triton_ssl:
+            raise ValueError("a Triton client certificate needs triton_ssl")
+        return self
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from the environment, with explicit (non-None) overrides on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def isolation_level(settings: Settings) -> str:
+    """How feedpulse's consumers read: only committed transactions when exactly-once is on,
+    so outputs of aborted transactions are never seen."""
+    return "read_committed" if settings.exactly_once else "read_uncommitted"
 
 
 def kafka_client_options(settings: Settings) -> dict[str, Any]:

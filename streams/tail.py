@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.records import decode_headers
-from streams.settings import Settings, kafka_client_options
+from streams.settings import Settings, isolation_level, kafka_client_options
 
 
 async def read_topics(
@@ -31,6 +31,8 @@ async def read_topics(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
+        # With exactly-once, outputs of aborted transactions must stay unseen.
+        isolation_level=isolation_level(settings),
     )
     await consumer.start()
     try:

@@ -32,7 +32,7 @@ from serving.model_store import load_version, serving_version
 from streams.messages import Origin, Rejection
 from streams.metrics import WatchMetrics
 from streams.records import DLQ_HEADER_PREFIX, dead_letter_headers, decode_embedding
-from streams.settings import Settings, kafka_client_options
+from streams.settings import Settings, isolation_level, kafka_client_options
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,8 @@ class WatchWorker:
             auto_offset_reset="earliest",
             session_timeout_ms=s.session_timeout_ms,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
+            # With exactly-once workers, labeled outputs of aborted transactions stay unseen.
+            isolation_level=isolation_level(s),
         )
         producer = AIOKafkaProducer(**common, acks="all", linger_ms=5)
         consumer.subscribe([s.output_topic, s.feedback_topic, s.decisions_topic])

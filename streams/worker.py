@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -16,8 +17,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
+    KafkaConnectionError,
     KafkaError,
     MessageSizeTooLargeError,
+    ProducerFenced,
 )
 
 from serving.contract import Classifier, InferenceError, Prediction
@@ -35,10 +38,11 @@ from streams.records import (
     Headers,
     dead_letter_headers,
     dead_letter_value,
+    id_headers,
     labeled_value,
     output_key,
 )
-from streams.settings import Settings, kafka_client_options
+from streams.settings import Settings, isolation_level, kafka_client_options
 from streams.topics import ensure_topics, output_max_bytes, pipeline_topics
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,9 @@ PRODUCE_ATTEMPTS = 5
 MAX_BACKOFF_S = 5.0
 # What is kept of the input when even the dead letter standing in for its output is refused.
 OVERSIZE_KEEP_BYTES = 16 * 1024
+# How long a transactional producer may take to get its producer id before the broker is
+# taken for one without transactions (some never answer, others answer with an error).
+TRANSACTIONS_START_S = 30.0
 
 
 class BatchAbandonedError(Exception):
@@ -58,6 +65,10 @@ class BatchAbandonedError(Exception):
 
 class ProduceFailedError(RuntimeError):
     """Outputs could not be acknowledged; the batch stays uncommitted and will be redelivered."""
+
+
+class TransactionsUnsupportedError(RuntimeError):
+    """exactly_once is on, but the broker cannot start a transactional producer."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,14 @@ class ClassifyWorker:
             max_json_depth=settings.max_json_depth,
         )
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # Stable across restarts of the same worker (in a container: its hostname and pid 1),
+        # so a restarted worker fences the transactions of its dead predecessor; distinct
+        # for several worker processes on one host, which must not fence each other.
+        self.transactional_id = (
+            f"{settings.transactional_id_prefix}-{socket.gethostname()}-{os.getpid()}"
+            if settings.exactly_once
+            else None
+        )
         self.batch_lock = asyncio.Lock()
         self.assigned = asyncio.Event()
         self._stop = asyncio.Event()
@@ -143,20 +162,27 @@ class ClassifyWorker:
             heartbeat_interval_ms=max(500, s.session_timeout_ms // 5),
             max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes),
             fetch_max_wait_ms=s.fetch_max_wait_ms,
+            # Inputs from transactional producers: never classify an aborted one.
+            isolation_level=isolation_level(s),
         )
         producer = AIOKafkaProducer(
             **common,
             acks="all",
             linger_ms=5,
             max_request_size=output_max_bytes(s),
+            **self._transactional_options(),
         )
         consumer.subscribe([s.input_topic], listener=_Rebalance(self))
-        await producer.start()
+        await self._start_producer(producer)
         try:
             await consumer.start()
             self._consumer, self._producer = consumer, producer
             log.info(
-                "worker started: %s -> %s (group %s)", s.input_topic, s.output_topic, s.group_id
+                "worker started: %s -> %s (group %s, %s)",
+                s.input_topic,
+                s.output_topic,
+                s.group_id,
+                "exactly-once" if s.exactly_once else "at-least-once",
             )
             while not self._stop.is_set():
                 # Never hold the lock in getmany: during a rebalance getmany waits for the
@@ -190,6 +216,32 @@ class ClassifyWorker:
             await consumer.stop()
             await producer.stop()
             log.info("worker stopped")
+
+    def _transactional_options(self) -> dict[str, Any]:
+        """Producer options for exactly-once; none for at-least-once."""
+        if self.transactional_id is None:
+            return {}
+        # aiokafka runs transactions only on an idempotent producer.
+        return {"transactional_id": self.transactional_id, "enable_idempotence": True}
+
+    async def _start_producer(self, producer: AIOKafkaProducer) -> None:
+        """Start the producer; a transactional one fails fast on a broker without transactions."""
+        if not self.settings.exactly_once:
+            await producer.start()
+            return
+        try:
+            await asyncio.wait_for(producer.start(), TRANSACTIONS_START_S)
+        except KafkaConnectionError:
+            await producer.stop()
+            raise
+        except (KafkaError, TimeoutError) as exc:
+            await producer.stop()
+            raise TransactionsUnsupportedError(
+                f"exactly_once is on, but the broker at {self.settings.bootstrap_servers} "
+                f"does not support transactions (could not get a transactional producer id: "
+                f"{exc!r}); use a broker with transactions (Apache Kafka >= 0.11) or turn "
+                "exactly_once off for at-least-once delivery"
+            ) from None
 
     async def _collect(self, consumer: AIOKafkaConsumer) -> list[Any]:
         """Gather up to `max_batch` records, flushing `max_wait_ms` after the first arrives."""
@@ -269,7 +321,15 @@ class ClassifyWorker:
             o = item.origin
             original = values[(o.topic, o.partition, o.offset)]
             outputs.append(
-                Output(self.settings.output_topic, key, labeled, None, item.id, o, original)
+                Output(
+                    self.settings.output_topic,
+                    key,
+                    labeled,
+                    id_headers(item.id),
+                    item.id,
+                    o,
+                    original,
+                )
             )
         for rej, stage in rejections:
             o = rej.origin
@@ -282,10 +342,56 @@ class ClassifyWorker:
 
     async def _deliver(self, batch: PreparedBatch) -> None:
         """Produce, await every acknowledgement, then commit the offsets they cover."""
+        if self.settings.exactly_once:
+            await self._deliver_transaction(batch)
+            return
         await self._produce_all(batch.outputs)
         acked_at = time.time()
         await self._commit(batch.records)
         self._record_metrics(batch.records, batch.classified, batch.rejections, acked_at)
+
+    async def _deliver_transaction(self, batch: PreparedBatch) -> None:
+        """Outputs and the batch's offsets in one transaction: all visible, or none.
+
+        A failed attempt is aborted and the whole batch is sent again in a new transaction;
+        after the last attempt the worker stops with nothing committed, and the group
+        redelivers the batch. Offsets are never committed outside a transaction.
+        """
+        assert self._producer is not None
+        producer = self._producer
+        pending = list(batch.outputs)
+        offsets = next_offsets(batch.records)
+        for attempt in range(1, PRODUCE_ATTEMPTS + 1):
+            await producer.begin_transaction()
+            try:
+                futures = [await self._send(i, pending) for i in range(len(pending))]
+                results = await asyncio.gather(*futures, return_exceptions=True)
+                failed = [r for r in results if isinstance(r, BaseException)]
+                if not failed:
+                    await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
+                    await producer.commit_transaction()
+                    self._record_metrics(
+                        batch.records, batch.classified, batch.rejections, time.time()
+                    )
+                    return
+                for i, result in enumerate(results):
+                    if isinstance(result, MessageSizeTooLargeError):
+                        pending[i] = self._oversized(pending[i], result)
+                error: BaseException = failed[0]
+            except ProducerFenced as exc:
+                raise ProduceFailedError(
+                    f"fenced: another producer took transactional id {self.transactional_id}"
+                ) from exc
+            except KafkaError as exc:
+                error = exc
+            with contextlib.suppress(KafkaError):
+                await producer.abort_transaction()
+            self.metrics.retries.labels("produce").inc()
+            log.warning("transaction aborted (%r); attempt %d", error, attempt)
+            await asyncio.sleep(min(MAX_BACKOFF_S, 0.2 * 2**attempt))
+        raise ProduceFailedError(
+            f"transaction of {len(pending)} outputs aborted after {PRODUCE_ATTEMPTS} attempts"
+        )
 
     async def _classify(
         self, items: Sequence[FeedItem]
@@ -405,12 +511,8 @@ class ClassifyWorker:
     async def _commit(self, records: Sequence[Any]) -> bool:
         """Commit the next offset of every partition the batch covered."""
         assert self._consumer is not None
-        offsets: dict[TopicPartition, int] = {}
-        for rec in records:
-            tp = TopicPartition(rec.topic, rec.partition)
-            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
         try:
-            await self._consumer.commit(offsets)
+            await self._consumer.commit(next_offsets(records))
             return True
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             # The partitions moved on: the new owner re-reads these (duplicates, never a loss).
@@ -442,3 +544,12 @@ class ClassifyWorker:
             high = self._consumer.highwater(tp)
             if high is not None:
                 m.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - offset - 1))
+
+
+def next_offsets(records: Sequence[Any]) -> dict[TopicPartition, int]:
+    """The offset to commit for every partition `records` cover: one past the last."""
+    offsets: dict[TopicPartition, int] = {}
+    for rec in records:
+        tp = TopicPartition(rec.topic, rec.partition)
+        offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
+    return offsets
