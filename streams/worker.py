@@ -382,6 +382,12 @@ class ClassifyWorker:
                 raise ProduceFailedError(
                     f"fenced: another producer took transactional id {self.transactional_id}"
                 ) from exc
+            except asyncio.CancelledError:
+                # Stopped mid-transaction: abort now rather than leave read_committed
+                # consumers stalled until the broker times the transaction out.
+                with contextlib.suppress(KafkaError, TimeoutError):
+                    await asyncio.wait_for(producer.abort_transaction(), 5)
+                raise
             except KafkaError as exc:
                 error = exc
             with contextlib.suppress(KafkaError):

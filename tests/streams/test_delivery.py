@@ -166,6 +166,29 @@ async def test_exactly_once_that_never_gets_acknowledged_commits_nothing(
     assert worker.metrics.labeled._value.get() == 0
 
 
+async def test_exactly_once_cancelled_mid_transaction_aborts_it() -> None:
+    worker, producer, consumer = make_worker(exactly_once=True)
+    batch = await prepared(worker)
+    never: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    all_sent = asyncio.Event()
+
+    async def hanging_send(topic: str, **kwargs: Any) -> asyncio.Future[Any]:
+        producer.calls.append(("send", topic, kwargs["key"]))
+        if len(producer.calls) == 1 + len(batch.outputs):
+            all_sent.set()
+        return never
+
+    producer.send = hanging_send  # type: ignore[method-assign]
+    delivery = asyncio.create_task(worker._deliver(batch))
+    await asyncio.wait_for(all_sent.wait(), 5)
+    delivery.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await delivery
+    assert producer.calls[-1] == "abort"
+    assert "commit" not in producer.calls
+    assert consumer.commits == []
+
+
 async def test_at_least_once_commits_through_the_consumer_without_transactions() -> None:
     worker, producer, consumer = make_worker()
     await worker._deliver(await prepared(worker))
