@@ -134,10 +134,15 @@ def run_job(
         counts = {t: len(r) for t, r in job.rows.items()}
         return decision("skipped", f"no task has {MIN_TASK_ROWS} feedback rows: {counts}")
     reasons = ", ".join(sorted({str(r.get("detector")) for r in job.reasons}))
+    # At most as many replay rows as new ones: more drowned the new domain (measured: FPB
+    # +12 points with 2,200 new rows against 4,000 replayed).
+    new_rows = sum(len(d.train) for d in sets)
+    share = new_rows // max(1, len(config.replay))
+    replay = [dataclasses.replace(d, train=d.train[:share]) for d in config.replay]
     plan = TrainPlan(
         sets=sets,
         base_version=base,
-        replay=config.replay,
+        replay=replay,
         config=config.finetune,
         serve_max_length=config.serve_max_length,
         variants=(config.variant,),
@@ -147,7 +152,7 @@ def run_job(
         plan, repository=config.repository, name=config.name, progress=progress, candidate=True
     )
     gains, drops, figures = compare(
-        summary["test"], summary["baseline"], sets, config.replay, config.variant
+        summary["test"], summary["baseline"], sets, replay, config.variant
     )
     figures["train_seconds"] = summary["training"]["train_seconds"]
     promote, why = config.rule.decide(gains, drops)
