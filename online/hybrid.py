@@ -62,8 +62,12 @@ class HybridHead:
     def reset(self) -> None:
         """Forget the learners and the scores (embeddings of a new version differ)."""
         self._learners = {t: default_learner(self.learning_rate) for t in self.tasks}
-        self._hybrid = {t: utils.Rolling(metrics.Accuracy, window_size=self.window) for t in self.tasks}
-        self._served = {t: utils.Rolling(metrics.Accuracy, window_size=self.window) for t in self.tasks}
+        self._hybrid = {
+            t: utils.Rolling(metrics.Accuracy, window_size=self.window) for t in self.tasks
+        }
+        self._served = {
+            t: utils.Rolling(metrics.Accuracy, window_size=self.window) for t in self.tasks
+        }
         self.learned = dict.fromkeys(self.tasks, 0)
 
     def learn(

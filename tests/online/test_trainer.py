@@ -31,7 +31,9 @@ def job(rows: dict[str, list[tuple[str, str]]]) -> FineTuneJob:
 
 
 def test_job_rows_split_into_train_val_and_held_out_rows_without_overlap() -> None:
-    rows = [(f"sentence number {i}", ("negative", "neutral", "positive")[i % 3]) for i in range(1000)]
+    rows = [
+        (f"sentence number {i}", ("negative", "neutral", "positive")[i % 3]) for i in range(1000)
+    ]
     rows.append(("a label the head does not have", "furious"))
     (data,) = job_sets(job({"sentiment": rows}), DEFAULT_TASKS, holdout=0.2)
     texts = [{r.text for r in split} for split in (data.train, data.val, data.test)]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import shutil
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +15,15 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from serving.contract import InferenceError
 from serving.labeled_data import read_labeled, seed_data_path, split_holdout
+from serving.model_store import (
+    MANIFEST,
+    candidate_path,
+    load_version,
+    promote_version,
+    retire_newest,
+)
 from serving.onnx_backend import OnnxClassifier
 from serving.triton_backend import TritonClassifier
 from serving.triton_server import TritonServer
@@ -121,3 +132,37 @@ async def test_dynamic_batching_merges_concurrent_requests(
     assert metric_total(triton, "nv_inference_exec_count") < metric_total(
         triton, "nv_inference_count"
     )
+
+
+async def test_triton_follows_promotion_and_rollback_without_a_restart(
+    triton_repository: Path, tmp_path: Path
+) -> None:
+    name = "feedpulse_classifier"
+    repo = tmp_path / "repo"
+    (repo / name).mkdir(parents=True)
+    shutil.copy(triton_repository / name / "config.pbtxt", repo / name / "config.pbtxt")
+    shutil.copytree(triton_repository / name / "1", repo / name / "1")
+    candidate = candidate_path(repo, name, 2)
+    shutil.copytree(triton_repository / name / "1", candidate)
+    manifest = json.loads((candidate / MANIFEST).read_text())
+    (candidate / MANIFEST).write_text(json.dumps({**manifest, "version": 2}))
+
+    async def served_version(clf: TritonClassifier, wanted: str) -> str:
+        for _ in range(60):
+            with contextlib.suppress(InferenceError):  # between unload and load
+                await clf.classify(["markets rally"])
+            if clf.info.version == wanted:
+                break
+            await asyncio.sleep(0.5)
+        return clf.info.version
+
+    with new_triton(repo, tmp_path) as server:
+        clf = TritonClassifier(server.grpc_url, load_version(repo, name, 1))
+        try:
+            assert await served_version(clf, "1") == "1"
+            promote_version(repo, name, 2)
+            assert await served_version(clf, "2") == "2"
+            retire_newest(repo, name)
+            assert await served_version(clf, "1") == "1"
+        finally:
+            await clf.close()
