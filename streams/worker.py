@@ -173,7 +173,11 @@ class ClassifyWorker:
             **self._transactional_options(),
         )
         consumer.subscribe([s.input_topic], listener=_Rebalance(self))
-        await self._start_producer(producer)
+        try:
+            await self._start_producer(producer)
+        except BaseException:
+            await consumer.stop()  # never started, but it holds a client to close
+            raise
         try:
             await consumer.start()
             self._consumer, self._producer = consumer, producer

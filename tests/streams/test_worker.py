@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import time
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -17,11 +19,12 @@ from streams.audit import Audit, audit_outputs
 from streams.broker import EmbeddedBroker
 from streams.metrics import WorkerMetrics
 from streams.publish import Record, publish
+from streams.records import decode_headers
 from streams.runtime import open_classifier
 from streams.settings import Settings
 from streams.tail import read_topics
 from streams.topics import ensure_topics, pipeline_topics
-from streams.worker import ClassifyWorker
+from streams.worker import ClassifyWorker, TransactionsUnsupportedError
 
 pytestmark = pytest.mark.integration
 
@@ -261,3 +264,113 @@ async def test_oversized_input_is_dead_lettered_cut_with_its_size(
         break
     else:
         pytest.fail("no dead letter")
+
+
+async def test_redelivered_outputs_repeat_their_id_header_so_deduplication_is_exact(
+    broker: EmbeddedBroker,
+    settings_factory: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker that dies after its outputs are acknowledged but before its commit: the
+    batch is classified again. Every copy carries the same `feedpulse.id` header, key and
+    labels, so keeping the first record per header gives exactly one output per input."""
+    # fp32: int8 activations are quantized per batch, so scores could move with batchmates.
+    settings = settings_factory(broker, max_batch=8, model_variant="fp32")
+    records, _ = mixed_feed(40)
+    first, task = await start_worker(settings)
+
+    async def acknowledged_but_never_committed(batch: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(first, "_commit", acknowledged_but_never_committed)
+    try:
+        positions = await publish(settings, records)
+        await audit_outputs(settings, positions, by="position", timeout_s=90)
+    finally:
+        await stop_worker(first, task)
+
+    second, task = await start_worker(settings)
+    copies: defaultdict[str, list[Any]] = defaultdict(list)
+    deadline = time.monotonic() + 120
+    try:
+        async for rec in read_topics(
+            settings, [settings.output_topic, settings.dlq_topic], yield_idle=True
+        ):
+            if rec is not None:
+                copies[decode_headers(rec.headers)["feedpulse.id"]].append(rec)
+            if sum(map(len, copies.values())) >= 2 * len(positions):
+                break
+            assert time.monotonic() < deadline, "the batches were not redelivered"
+    finally:
+        await stop_worker(second, task)
+
+    assert all(len(recs) == 2 for recs in copies.values()), "every input exactly twice"
+    deduplicated = {item_id: recs[0] for item_id, recs in copies.items()}
+    seen_at = set()
+    for item_id, (a, b) in copies.items():
+        assert (a.topic, a.key) == (b.topic, b.key), item_id
+        if a.topic == settings.dlq_topic:
+            ha, hb = decode_headers(a.headers), decode_headers(b.headers)
+            assert a.value == b.value and ha["feedpulse.reason"] == hb["feedpulse.reason"]
+            seen_at.add((int(ha["feedpulse.source.partition"]), int(ha["feedpulse.source.offset"])))
+            continue
+        da, db = json.loads(a.value), json.loads(b.value)
+        assert da["id"] == db["id"] == item_id
+        assert da["worker"] != db["worker"]  # really two classifications
+        for task_name, label in da["labels"].items():
+            assert db["labels"][task_name]["label"] == label["label"], item_id
+            assert db["labels"][task_name]["score"] == pytest.approx(label["score"], abs=1e-4)
+        seen_at.add((da["input"]["partition"], da["input"]["offset"]))
+    assert len(deduplicated) == len(positions)
+    assert seen_at == set(positions)
+
+
+async def test_exactly_once_on_a_broker_without_transactions_fails_fast(
+    broker: EmbeddedBroker,
+    settings_factory: Callable[..., Settings],
+    process_factory: Callable[..., Any],
+    tmp_path: Any,
+) -> None:
+    """The embedded broker (Tansu) has no transactions: a clear error, no hang, no traceback."""
+    settings = settings_factory(broker, exactly_once=True)
+    worker, task = await start_worker(settings)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransactionsUnsupportedError, match="does not support transactions"):
+            await asyncio.wait_for(task, 60)
+    finally:
+        await worker.classifier.close()
+    assert time.monotonic() - started < 45
+
+    proc = process_factory(settings, "worker", log_name="exactly-once")
+    assert proc.wait(timeout=90) == 2
+    log = (tmp_path / "exactly-once-0.log").read_text()
+    assert "does not support transactions" in log
+    assert "at-least-once" in log
+    assert "Traceback" not in log
+
+
+async def test_worker_startup_log_never_shows_the_sasl_password(
+    broker: EmbeddedBroker,
+    settings_factory: Callable[..., Settings],
+    process_factory: Callable[..., Any],
+    tmp_path: Any,
+) -> None:
+    """A worker with SASL credentials configured (PLAINTEXT, so the embedded broker lets it
+    in) logs its whole debug startup, client configuration included, without the password."""
+    password = "pw-5b1e-never-in-logs"
+    settings = settings_factory(
+        broker, sasl_mechanism="PLAIN", sasl_username="feedpulse", sasl_password=password
+    )
+    proc = process_factory(settings, "worker", "--verbose", log_name="sasl")
+    log_path = tmp_path / "sasl-0.log"
+    deadline = time.monotonic() + 90
+    while "partitions assigned: [" not in log_path.read_text(errors="replace"):
+        assert proc.poll() is None, log_path.read_text()[-2000:]
+        assert time.monotonic() < deadline, "the worker never got partitions"
+        await asyncio.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    text = log_path.read_text(errors="replace")
+    assert "worker started" in text and "DEBUG" in text
+    assert password not in text
