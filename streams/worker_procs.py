@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from serving.child_process import spawn, terminate
@@ -49,10 +50,11 @@ class WorkerProcesses:
         for _ in range(count):
             self.procs.append(spawn(cmd, self.log_path(len(self.procs)), env))
 
-    async def wait_ready(self, timeout_s: float = 90) -> None:
-        """Wait until every worker owns partitions (its log says so)."""
+    async def wait_ready(self, timeout_s: float = 90, only: Iterable[int] | None = None) -> None:
+        """Wait until every worker (or those numbered in `only`) owns partitions (its log
+        says so)."""
         deadline = time.monotonic() + timeout_s
-        pending = set(range(len(self.procs)))
+        pending = set(range(len(self.procs)) if only is None else only)
         while pending:
             for n in list(pending):
                 text = self.log_path(n).read_text(errors="replace")
