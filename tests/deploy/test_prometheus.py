@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streams.metrics import AlertMetrics, KeyLabels, WorkerMetrics
+from streams.metrics import AlertMetrics, KeyLabels, WatchMetrics, WorkerMetrics
 from tests.conftest import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -37,10 +37,11 @@ PROMQL_WORDS = {
 
 
 def exported_metric_names() -> set[str]:
-    """Every series name the classify and alert workers can expose."""
+    """Every series name the classify and alert workers and the model watch can expose."""
     registry = CollectorRegistry()
     WorkerMetrics(registry)
     AlertMetrics(registry, KeyLabels(10))
+    WatchMetrics(registry)
     names: set[str] = set()
     for family in registry.collect():
         suffixes = {
