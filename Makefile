@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-alerts bench-online clean
+.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-alerts bench-online bench-overload clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "feedpulse needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -73,6 +73,10 @@ bench-alerts: setup-dev
 MODELS ?= triton_models
 bench-online: setup-dev
 	$(BIN)/python bench/online_learning.py --repository $(MODELS)
+
+# A few minutes: one worker offered twice its measured capacity, then the backlog drains.
+bench-overload: setup-dev
+	$(BIN)/python bench/overload.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from serving.contract import DEFAULT_TASKS, ModelInfo, Prediction, TaskPrediction
+from serving.triton_backend import channel_args
 from streams import worker as worker_module
 from streams.broker import free_port
 from streams.metrics import WorkerMetrics
@@ -339,6 +340,7 @@ def test_triton_tls_options_reach_the_grpc_client(monkeypatch: pytest.MonkeyPatc
     assert classifier.info.version == "3"
     ((args, kwargs),) = RecordingClient.created
     assert args == ("triton.internal:8001",)
+    assert kwargs.pop("channel_args") == channel_args()
     assert kwargs == {
         "ssl": True,
         "root_certificates": "/etc/feedpulse/ca.pem",
