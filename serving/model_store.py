@@ -105,12 +105,13 @@ def next_version(repository: Path, name: str) -> int:
 
 
 def read_version(path: Path) -> ModelVersion:
-    """The version stored at `path` (served, candidate or retired)."""
+    """The version stored at `path` (served, candidate or retired); its number is its
+    directory's, as Triton sees it."""
     if not (path / MANIFEST).is_file():
         raise ModelNotFoundError(f"{path} holds no model version (no {MANIFEST})")
     manifest = json.loads((path / MANIFEST).read_text())
     return ModelVersion(
-        name=str(manifest["name"]), version=int(manifest["version"]), path=path, manifest=manifest
+        name=str(manifest["name"]), version=int(path.name), path=path, manifest=manifest
     )
 
 
@@ -170,9 +171,7 @@ def load_version(repository: Path, name: str, version: int | None = None) -> Mod
     chosen = versions[-1] if version is None else version
     if chosen not in versions:
         raise ModelNotFoundError(f"{name!r} has no version {chosen} (have {versions})")
-    path = repository / name / str(chosen)
-    manifest = json.loads((path / MANIFEST).read_text())
-    return ModelVersion(name=name, version=chosen, path=path, manifest=manifest)
+    return read_version(repository / name / str(chosen))
 
 
 def version_states(repository: Path, name: str) -> list[tuple[str, ModelVersion]]:

@@ -12,11 +12,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from online.jobs import Decision, FineTuneJob
 from online.trainer import TrainerConfig, run_job
 from serving.finetune import TrainProgress
+from streams.consumers import group_consumer
 from streams.messages import Origin, Rejection
 from streams.records import dead_letter_headers
 from streams.settings import Settings, kafka_client_options
@@ -72,14 +73,11 @@ class TrainerWorker:
         s = self.settings
         await ensure_topics(s, [s.jobs_topic, s.decisions_topic, s.dlq_topic])
         common = kafka_client_options(s)
-        consumer = AIOKafkaConsumer(
-            **common,
-            group_id=s.trainer_group_id,
-            enable_auto_commit=False,
+        consumer = group_consumer(
+            s,
+            s.trainer_group_id,
             auto_offset_reset="earliest",
-            session_timeout_ms=s.session_timeout_ms,
             max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
-            max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes),
         )
         producer = AIOKafkaProducer(**common, acks="all")
         consumer.subscribe([s.jobs_topic])

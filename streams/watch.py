@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from online.feedback import (
     INVALID_FEEDBACK,
@@ -29,10 +29,11 @@ from online.jobs import Decision
 from online.watch import ModelWatch, WatchConfig
 from serving.contract import DEFAULT_TASKS, TaskHead
 from serving.model_store import load_version, serving_version
+from streams.consumers import group_consumer
 from streams.messages import Origin, Rejection
 from streams.metrics import WatchMetrics
 from streams.records import DLQ_HEADER_PREFIX, dead_letter_headers, decode_embedding
-from streams.settings import Settings, isolation_level, kafka_client_options
+from streams.settings import Settings, kafka_client_options
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -115,16 +116,7 @@ class WatchWorker:
         s = self.settings
         await ensure_topics(s, watch_topics(s))
         common = kafka_client_options(s)
-        consumer = AIOKafkaConsumer(
-            **common,
-            group_id=s.watch_group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=s.session_timeout_ms,
-            fetch_max_wait_ms=s.fetch_max_wait_ms,
-            # With exactly-once workers, labeled outputs of aborted transactions stay unseen.
-            isolation_level=isolation_level(s),
-        )
+        consumer = group_consumer(s, s.watch_group_id, auto_offset_reset="earliest")
         producer = AIOKafkaProducer(**common, acks="all", linger_ms=5)
         consumer.subscribe([s.output_topic, s.feedback_topic, s.decisions_topic])
         await producer.start()

@@ -24,6 +24,7 @@ from aiokafka.errors import (
 )
 
 from serving.contract import Classifier, InferenceError, Prediction
+from streams.consumers import group_consumer
 from streams.messages import (
     CLASSIFY_FAILED,
     OUTPUT_TOO_LARGE,
@@ -42,7 +43,7 @@ from streams.records import (
     labeled_value,
     output_key,
 )
-from streams.settings import Settings, isolation_level, kafka_client_options
+from streams.settings import Settings, kafka_client_options
 from streams.topics import ensure_topics, output_max_bytes, pipeline_topics
 
 log = logging.getLogger(__name__)
@@ -153,21 +154,7 @@ class ClassifyWorker:
         s = self.settings
         await ensure_topics(s, pipeline_topics(s))
         common = {**kafka_client_options(s), "client_id": f"feedpulse-{self.worker_id}"}
-        consumer = AIOKafkaConsumer(
-            **common,
-            group_id=s.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=s.auto_offset_reset,
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=max(500, s.session_timeout_ms // 5),
-            max_partition_fetch_bytes=max(1_048_576, s.max_message_bytes),
-            # Tansu ignores the per-partition limit (a 5 MB fetch of a 40k backlog was
-            # measured); the per-fetch limit holds, and bounds memory under a backlog.
-            fetch_max_bytes=max(4 * 1_048_576, 2 * s.max_message_bytes),
-            fetch_max_wait_ms=s.fetch_max_wait_ms,
-            # Inputs from transactional producers: never classify an aborted one.
-            isolation_level=isolation_level(s),
-        )
+        consumer = group_consumer(s, s.group_id, client_id=common["client_id"])
         producer = AIOKafkaProducer(
             **common,
             acks="all",
