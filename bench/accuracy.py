@@ -16,9 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from serving.pipeline import evaluate_version  # noqa: E402
+from serving.training.pipeline import evaluate_version  # noqa: E402
+from streams.learning.training import ensure_model, load_sets, resolve_version  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
-from streams.training import ensure_model, load_sets, resolve_version  # noqa: E402
 
 SUITES = {
     "sentiment": "tweeteval_sentiment",

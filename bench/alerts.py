@@ -21,10 +21,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streams.alert_app import spike_settings  # noqa: E402
-from streams.replay import read_tweets  # noqa: E402
+from streams.alerts.app import spike_settings  # noqa: E402
+from streams.alerts.spike_detector import SpikeDetector, SpikeSettings, new_state  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
-from streams.spike_detector import SpikeDetector, SpikeSettings, new_state  # noqa: E402
+from streams.testing.replay import read_tweets  # noqa: E402
 
 
 @dataclass(frozen=True)

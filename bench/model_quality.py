@@ -20,8 +20,8 @@ sys.path.insert(0, str(REPO))
 
 from rich.console import Console  # noqa: E402
 
+from streams.learning.training import default_task_dirs, resolve_version, run_training  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
-from streams.training import default_task_dirs, resolve_version, run_training  # noqa: E402
 
 TWEETS, NEWS, FINANCE = "tweeteval_sentiment", "ag_news", "financial_phrasebank"
 

@@ -22,14 +22,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from serving.contract import DEFAULT_TASKS  # noqa: E402
-from serving.labeled_data import LabeledText, TaskData  # noqa: E402
+from serving.backends.contract import DEFAULT_TASKS  # noqa: E402
 from serving.model_store import load_version  # noqa: E402
-from serving.pipeline import evaluate_version  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.online_scenario import online_processes, run_scenario  # noqa: E402
-from streams.replay import read_tweets  # noqa: E402
+from serving.training.data import LabeledText, TaskData  # noqa: E402
+from serving.training.pipeline import evaluate_version  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
+from streams.testing.online_scenario import online_processes, run_scenario  # noqa: E402
+from streams.testing.replay import read_tweets  # noqa: E402
 
 SENTIMENT = DEFAULT_TASKS[0]
 

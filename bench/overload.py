@@ -34,13 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.throughput import as_records, drain_rate, fresh_topics, load_texts  # noqa: E402
-from streams.audit import audit_outputs  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.publish import publish  # noqa: E402
-from streams.settings import Settings, kafka_client_options, load_settings  # noqa: E402
-from streams.topics import ensure_topics, pipeline_topics  # noqa: E402
-from streams.training import ensure_model  # noqa: E402
-from streams.worker_procs import WorkerProcesses  # noqa: E402
+from streams.classify.processes import WorkerProcesses  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
+from streams.kafka.clients import kafka_client_options  # noqa: E402
+from streams.kafka.publish import publish  # noqa: E402
+from streams.kafka.topics import ensure_topics, pipeline_topics  # noqa: E402
+from streams.learning.training import ensure_model  # noqa: E402
+from streams.settings import Settings, load_settings  # noqa: E402
+from streams.testing.audit import audit_outputs  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

@@ -29,17 +29,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from serving.backends.onnx import OnnxClassifier  # noqa: E402
 from serving.model_store import ModelVersion  # noqa: E402
-from serving.onnx_backend import OnnxClassifier  # noqa: E402
-from streams.audit import audit_outputs  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.demo import percentile  # noqa: E402
-from streams.publish import Record, publish  # noqa: E402
+from streams.classify.processes import WorkerProcesses  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
+from streams.kafka.publish import Record, publish  # noqa: E402
+from streams.kafka.tail import read_topics  # noqa: E402
+from streams.kafka.topics import ensure_topics, pipeline_topics  # noqa: E402
+from streams.learning.training import ensure_model  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
-from streams.tail import read_topics  # noqa: E402
-from streams.topics import ensure_topics, pipeline_topics  # noqa: E402
-from streams.training import ensure_model  # noqa: E402
-from streams.worker_procs import WorkerProcesses  # noqa: E402
+from streams.testing.audit import audit_outputs, percentile  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "tweeteval_sentiment" / "test.jsonl"
 
@@ -163,7 +162,7 @@ async def bench_naive(settings: Settings, texts: list[str], model: ModelVersion)
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from transformers import pipeline
 
-    from serving.contract import softmax
+    from serving.backends.contract import softmax
 
     await ensure_topics(settings, pipeline_topics(settings))
     await publish(settings, as_records(texts, "naive"))

@@ -33,12 +33,12 @@ from throughput import (  # noqa: E402
     load_texts,
 )
 
-from streams.broker import EmbeddedBroker, free_port  # noqa: E402
-from streams.runtime import local_triton  # noqa: E402
+from streams.classify.backend import local_triton  # noqa: E402
+from streams.classify.processes import WorkerProcesses  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
+from streams.kafka.topics import ensure_topics, pipeline_topics  # noqa: E402
+from streams.learning.training import ensure_model  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
-from streams.topics import ensure_topics, pipeline_topics  # noqa: E402
-from streams.training import ensure_model  # noqa: E402
-from streams.worker_procs import WorkerProcesses  # noqa: E402
 
 
 async def start_worker(

@@ -1,5 +1,2 @@
-"""Watching and improving the model (drift, online learning, fine-tuning jobs).
-
-Nothing about Kafka lives here. The spine ships no online component yet; the
-online-learning issue fills this package.
-"""
+"""Watching and improving the model, nothing about Kafka: drift detectors, the feedback
+join, the hybrid head, job policy, jobs and the trainer's logic. May import `serving`."""

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from online.jobs import Decision, FineTuneJob
-from serving.contract import TaskHead
-from serving.finetune import FineTuneConfig, TrainProgress, data_name
-from serving.labeled_data import LabeledText, TaskData, split_holdout
+from serving.backends.contract import TaskHead
 from serving.model_store import load_version, promote_version, serving_version
-from serving.pipeline import TrainPlan, train_version
+from serving.training.data import LabeledText, TaskData, split_holdout
+from serving.training.finetune import FineTuneConfig, TrainProgress, data_name
+from serving.training.pipeline import TrainPlan, train_version
 
 log = logging.getLogger(__name__)
 # A task needs this many feedback rows in a job to be trained on.

@@ -1,1 +1,3 @@
-"""Everything model-side and nothing about Kafka: the classifier contract, backends, export."""
+"""Everything model-side and nothing about Kafka: backends, Triton, training, export.
+
+Imports neither `streams` nor `online`."""

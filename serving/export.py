@@ -26,7 +26,7 @@ from serving.model_store import (
     write_manifest,
 )
 from serving.multihead import MultiHeadModel
-from serving.triton_server import install_python_model
+from serving.triton.repository import install_python_model
 
 log = logging.getLogger(__name__)
 OPSET = 17

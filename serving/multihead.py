@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from serving.contract import TaskHead
+from serving.backends.contract import TaskHead
 from serving.model_store import ModelNotFoundError, ModelVersion
 
 

@@ -1,1 +1,3 @@
-"""Everything that touches Kafka: settings, schemas, topics, the classify worker, the CLI."""
+"""Everything that touches Kafka: the classify, alert and learning workers, the CLI.
+
+May import `serving` and `online`; nothing else in feedpulse imports `streams`."""

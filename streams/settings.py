@@ -171,31 +171,3 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from the environment, with explicit (non-None) overrides on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def isolation_level(settings: Settings) -> str:
-    """How feedpulse's consumers read: only committed transactions when exactly-once is on,
-    so outputs of aborted transactions are never seen."""
-    return "read_committed" if settings.exactly_once else "read_uncommitted"
-
-
-def kafka_client_options(settings: Settings) -> dict[str, Any]:
-    """Connection and security options shared by every Kafka client feedpulse creates."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.sasl_mechanism:
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        options["ssl_context"] = create_ssl_context(
-            cafile=settings.ssl_cafile,
-            certfile=settings.ssl_certfile,
-            keyfile=settings.ssl_keyfile,
-        )
-    return options

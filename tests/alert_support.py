@@ -12,9 +12,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.replay import Burst, read_tweets, replay
-from streams.settings import Settings, kafka_client_options
+from streams.kafka.broker import EmbeddedBroker, free_port
+from streams.kafka.clients import kafka_client_options
+from streams.settings import Settings
+from streams.testing.replay import Burst, read_tweets, replay
 from tests.conftest import SHARED_DATA
 
 KEYS = [f"ticker:T{i}" for i in range(6)]

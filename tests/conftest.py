@@ -15,11 +15,11 @@ from serving.child_process import spawn
 from serving.export import export_version
 from serving.model_store import ModelVersion
 from serving.multihead import MultiHeadModel, default_checkpoint
-from serving.train_heads import train_heads
-from serving.triton_server import TritonServer
-from streams.broker import EmbeddedBroker, free_port
+from serving.training.heads import train_heads
+from serving.triton.server import TritonServer
+from streams.classify.processes import worker_env
+from streams.kafka.broker import EmbeddedBroker, free_port
 from streams.settings import Settings
-from streams.worker_procs import worker_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from serving.child_process import spawn, terminate
-from streams.broker import EmbeddedBroker, free_port, wait_for_port
-from streams.replay import Burst, labeled_doc
+from streams.kafka.broker import EmbeddedBroker, free_port, wait_for_port
+from streams.kafka.topics import ensure_topics
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.testing.replay import Burst, labeled_doc
 from tests.alert_support import (
     KEYS,
     PER_WINDOW,

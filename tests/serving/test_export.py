@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from serving.labeled_data import read_labeled, seed_data_path, split_holdout
-from serving.onnx_backend import create_session
+from serving.backends.onnx import create_session
+from serving.training.data import read_labeled, seed_data_path, split_holdout
 from tests.conftest import BuiltModel
 
 TEXTS = [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.contract import DEFAULT_TASKS, ModelInfo, Prediction
-from serving.hot_swap import FollowingClassifier
+from serving.backends.contract import DEFAULT_TASKS, ModelInfo, Prediction
+from serving.backends.hot_swap import FollowingClassifier
 from serving.model_store import (
     CANDIDATES_DIR,
     MANIFEST,

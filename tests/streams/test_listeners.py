@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.runtime import local_triton
+from streams.classify.backend import local_triton
+from streams.kafka.broker import EmbeddedBroker, free_port
 from streams.settings import Settings
 from tests.conftest import REPO_ROOT
 

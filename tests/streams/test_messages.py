@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from serving.contract import DEFAULT_TASKS, ModelInfo, Prediction, TaskPrediction
+from serving.backends.contract import DEFAULT_TASKS, ModelInfo, Prediction, TaskPrediction
 from streams import messages as m
-from streams.records import labeled_value
+from streams.kafka.records import labeled_value
 
 ORIGIN = m.Origin("feeds.raw", 2, 17, key=None, timestamp_ms=1)
 LIMITS = m.Limits(max_message_bytes=2000, max_text_chars=500, max_json_depth=5)

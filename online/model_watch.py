@@ -1,0 +1,269 @@
+"""The model watch: detectors on every prediction, feedback joined and learned from, and
+the fine-tuning policy deciding when a job is due. No Kafka here; the caller feeds it."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from online.drift import Detector, EmbeddingShift, LabelMix, MeanShift, detector_event_fields
+from online.feedback import Feedback, FeedbackJoin, Joined, Observation
+from online.hybrid import HybridHead
+from online.jobs import Decision, FineTuneJob
+from online.policy import FineTunePolicy
+from serving.backends.contract import TaskHead
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """Detector and policy knobs (see Settings for what each means)."""
+
+    model: str
+    tasks: tuple[TaskHead, ...]
+    drift_delta: float = 1e-5
+    drift_grace: int = 100
+    mmd_reference: int = 500
+    mmd_window: int = 200
+    mmd_check_every: int = 50
+    mmd_z: float = 6.0
+    mmd_permutations: int = 200
+    hybrid_learning_rate: float = 0.5
+    hybrid_window: int = 500
+    feedback_window_s: float = 3600.0
+    feedback_max_items: int = 100_000
+    feedback_keep_rows: int = 20_000
+    finetune_min_feedback: int = 1000
+    finetune_max_rows: int = 5000
+    finetune_cooldown_s: float = 1800.0
+    finetune_volume_trigger: int = 0
+
+
+@dataclass
+class TaskDetectors:
+    """A task's detectors: confidence, label mix, and error rate once feedback arrives."""
+
+    confidence: MeanShift
+    mix: LabelMix
+    errors: MeanShift
+
+    def all(self) -> list[Detector]:
+        """Every detector of the task."""
+        return [self.confidence, self.mix, self.errors]
+
+
+@dataclass
+class WatchCounts:
+    """Running totals, exported as metrics."""
+
+    predictions: int = 0
+    feedback: int = 0
+    joined: int = 0
+    unmatched_kept: int = 0
+    unmatched_dead: int = 0
+    drift_events: int = 0
+    jobs: int = 0
+    version_changes: int = 0
+
+
+@dataclass
+class _Row:
+    text: str
+    label: str
+    seq: int
+
+
+@dataclass
+class ModelWatch:
+    """Everything the model watch knows, fed one record at a time."""
+
+    config: WatchConfig
+    counts: WatchCounts = field(default_factory=WatchCounts)
+    version: str | None = None
+    last_decision: Decision | None = None
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.join = FeedbackJoin(c.feedback_window_s, c.feedback_max_items)
+        self.hybrid = HybridHead(
+            [t.name for t in c.tasks], learning_rate=c.hybrid_learning_rate, window=c.hybrid_window
+        )
+        self.policy = FineTunePolicy(
+            min_feedback=c.finetune_min_feedback,
+            cooldown_s=c.finetune_cooldown_s,
+            volume_trigger=c.finetune_volume_trigger,
+        )
+        self.rows: dict[str, deque[_Row]] = {
+            t.name: deque(maxlen=c.feedback_keep_rows) for t in c.tasks
+        }
+        self._seq = 0
+        self._trigger_seq: int | None = None
+        self._reset_detectors()
+
+    def _reset_detectors(self) -> None:
+        c = self.config
+        self.tasks = {
+            t.name: TaskDetectors(
+                MeanShift(f"{t.name}.confidence", delta=c.drift_delta, grace=c.drift_grace),
+                LabelMix(f"{t.name}.label_mix", t.labels, delta=c.drift_delta, grace=c.drift_grace),
+                MeanShift(f"{t.name}.error_rate", delta=c.drift_delta, grace=c.drift_grace),
+            )
+            for t in c.tasks
+        }
+        self.embedding = EmbeddingShift(
+            name="embedding.mmd",
+            reference_size=c.mmd_reference,
+            window_size=c.mmd_window,
+            check_every=c.mmd_check_every,
+            z_threshold=c.mmd_z,
+            permutations=c.mmd_permutations,
+        )
+
+    def detectors(self) -> list[Detector]:
+        """Every detector, for metrics."""
+        return [self.embedding, *(d for t in self.tasks.values() for d in t.all())]
+
+    def _event(self, detector: Detector, task: str | None) -> dict[str, Any]:
+        event = {
+            "id": uuid.uuid4().hex[:12],
+            "at": time.time(),
+            "model": {"name": self.config.model, "version": self.version},
+            "task": task,
+            "items_seen": self.counts.predictions,
+            **detector_event_fields(detector),
+        }
+        self.counts.drift_events += 1
+        if self._trigger_seq is None:
+            self._trigger_seq = self._seq
+        self.policy.on_drift(event)
+        log.warning("drift: %s on model version %s: %s", detector.name, self.version, event)
+        return event
+
+    def observe(
+        self, obs: Observation, scores: dict[str, float]
+    ) -> tuple[list[dict[str, Any]], list[Joined]]:
+        """One prediction: update the detectors. Returns drift events, and feedback that
+        was waiting for this prediction (already learned from)."""
+        events: list[dict[str, Any]] = []
+        if obs.model_version != self.version:
+            if self.version is not None:
+                # Another version's confidences and embeddings are not comparable.
+                log.info(
+                    "model version %s -> %s: detectors restart", self.version, obs.model_version
+                )
+                self.counts.version_changes += 1
+                self._reset_detectors()
+                self.hybrid.reset()
+            self.version = obs.model_version
+        self.counts.predictions += 1
+        for task, det in self.tasks.items():
+            label = obs.labels.get(task)
+            if label is None:
+                continue
+            det.confidence.update(scores.get(task, 0.0))
+            det.mix.update(label)
+            for d in (det.confidence, det.mix):
+                if d.drift_detected:
+                    events.append(self._event(d, task))
+        if obs.embedding is not None:
+            self.embedding.update(obs.embedding)
+            if self.embedding.drift_detected:
+                events.append(self._event(self.embedding, None))
+        joined = self.join.observe(obs)
+        for j in joined:
+            events.extend(self._learn(j))
+        return events, joined
+
+    def feedback(self, fb: Feedback, now: float) -> tuple[list[dict[str, Any]], Feedback | None]:
+        """One feedback record. Returns drift events and, if it cannot wait, the feedback."""
+        self.counts.feedback += 1
+        joined, overflow = self.join.add(fb, now)
+        if joined is not None:
+            return self._learn(joined), None
+        if overflow is not None:
+            return [], self._unmatched(overflow)
+        return [], None
+
+    def _keep_row(self, text: str, task: str, label: str) -> None:
+        self._seq += 1
+        self.rows[task].append(_Row(text, label, self._seq))
+        self.policy.on_feedback()
+
+    def _learn(self, joined: Joined) -> list[dict[str, Any]]:
+        fb, obs = joined.feedback, joined.observation
+        self.counts.joined += 1
+        events = []
+        served = obs.labels.get(fb.task)
+        if served is not None and obs.model_version == self.version:
+            det = self.tasks[fb.task].errors
+            det.update(0.0 if served == fb.label else 1.0)
+            if det.drift_detected:
+                events.append(self._event(det, fb.task))
+            if obs.embedding is not None:
+                self.hybrid.learn(fb.task, obs.embedding, fb.label, served)
+        text = fb.text or obs.text
+        if text:
+            self._keep_row(text, fb.task, fb.label)
+        return events
+
+    def _unmatched(self, fb: Feedback) -> Feedback | None:
+        """Feedback with its text is still a training row; without, it goes back."""
+        if fb.text:
+            self.counts.unmatched_kept += 1
+            self._keep_row(fb.text, fb.task, fb.label)
+            return None
+        self.counts.unmatched_dead += 1
+        return fb
+
+    def expire(self, now: float) -> list[Feedback]:
+        """Age the join; returns unmatched feedback to dead-letter."""
+        return [fb for fb in self.join.expire(now) if self._unmatched(fb) is not None]
+
+    def due_job(self, now: float, base_version: int | None) -> FineTuneJob | None:
+        """A fine-tuning job if the policy says one is due now."""
+        if base_version is None:
+            return None
+        reasons = self.policy.due(now)
+        if reasons is None:
+            return None
+        since = self._trigger_seq if reasons[0].get("detector") != "feedback_volume" else None
+        rows = {
+            task: [(r.text, r.label) for r in kept if since is None or r.seq > since][
+                -self.config.finetune_max_rows :
+            ]
+            for task, kept in self.rows.items()
+        }
+        job = FineTuneJob(
+            model=self.config.model,
+            base_version=base_version,
+            rows={t: r for t, r in rows.items() if r},
+            reasons=reasons,
+        )
+        self.policy.started(job.id)
+        self._trigger_seq = None
+        self.counts.jobs += 1
+        log.warning(
+            "fine-tuning job %s queued from version %s: %s rows, reasons %s",
+            job.id,
+            base_version,
+            {t: len(r) for t, r in job.rows.items()},
+            [r.get("detector") for r in reasons],
+        )
+        return job
+
+    def decided(self, decision: Decision, now: float) -> None:
+        """A trainer's decision: ends the job in flight and starts the cooldown."""
+        self.last_decision = decision
+        if self.policy.finished(decision.job_id, now):
+            self._trigger_seq = None
+            log.info("job %s %s: %s", decision.job_id, decision.action, decision.reason)
+
+    def task_names(self) -> Sequence[str]:
+        """The watched tasks."""
+        return list(self.tasks)

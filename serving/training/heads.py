@@ -1,0 +1,138 @@
+"""The fast training path: frozen encoder, one linear head per task, fitted on embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from serving.backends.contract import DEFAULT_TASKS, TaskHead
+from serving.multihead import MultiHeadModel, load_encoder
+from serving.training.data import LabeledText, read_labeled, seed_data_path, split_holdout
+
+Progress = Callable[[str, int, int], None]
+
+
+@torch.no_grad()  # type: ignore[untyped-decorator]
+def embed_texts(
+    model: MultiHeadModel,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Pooled embeddings of `texts`, in order (length-sorted batches for speed)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.empty((len(texts), model.hidden_size))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        out[idx] = model.embed(enc["input_ids"], enc["attention_mask"])
+        if progress:
+            progress("embedding", min(start + batch_size, len(order)), len(order))
+    return out
+
+
+def fit_linear_head(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    n_classes: int,
+    *,
+    steps: int = 400,
+    seed: int = 0,
+) -> nn.Linear:
+    """Multinomial logistic regression with balanced class weights (full-batch Adam)."""
+    torch.manual_seed(seed)
+    head = nn.Linear(features.shape[1], n_classes)
+    counts = torch.bincount(targets, minlength=n_classes).float().clamp(min=1)
+    weights = counts.sum() / (n_classes * counts)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    opt = torch.optim.Adam(head.parameters(), lr=0.05, weight_decay=1e-4)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(head(features), targets)
+        loss.backward()
+        opt.step()
+    return head
+
+
+def accuracy(head: nn.Module, features: torch.Tensor, targets: torch.Tensor) -> float:
+    """Share of rows whose argmax equals the target."""
+    with torch.no_grad():
+        return float((head(features).argmax(dim=1) == targets).float().mean())
+
+
+def fit_heads(
+    model: MultiHeadModel,
+    tokenizer: Any,
+    train: Sequence[LabeledText],
+    held: Sequence[LabeledText],
+    *,
+    max_length: int,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fit every head of `model` on its frozen encoder's embeddings; return held-out accuracy.
+
+    A row trains only the heads of the tasks it carries a label for.
+    """
+    texts = [r.text for r in train] + [r.text for r in held]
+    features = embed_texts(model, tokenizer, texts, max_length, progress=progress)
+    train_x, held_x = features[: len(train)], features[len(train) :]
+    report: dict[str, Any] = {"train_rows": len(train), "heldout_rows": len(held)}
+    for task in model.tasks:
+        index = {label: i for i, label in enumerate(task.labels)}
+        tr = [(i, index[r.labels[task.name]]) for i, r in enumerate(train) if task.name in r.labels]
+        he = [(i, index[r.labels[task.name]]) for i, r in enumerate(held) if task.name in r.labels]
+        if not tr:
+            raise ValueError(f"no training rows carry a {task.name!r} label")
+        head = fit_linear_head(
+            train_x[[i for i, _ in tr]],
+            torch.tensor([y for _, y in tr]),
+            len(task.labels),
+            seed=seed,
+        )
+        model.heads[task.name].load_state_dict(head.state_dict())
+        held_acc = (
+            accuracy(head, held_x[[i for i, _ in he]], torch.tensor([y for _, y in he]))
+            if he
+            else None
+        )
+        report[task.name] = {"heldout_accuracy": held_acc, "heldout_rows": len(he)}
+        if progress:
+            progress(f"head {task.name}", 1, 1)
+    return report
+
+
+def train_heads(
+    data: Path | None = None,
+    *,
+    checkpoint: str | None = None,
+    tasks: Sequence[TaskHead] = DEFAULT_TASKS,
+    max_length: int = 128,
+    holdout: float = 0.2,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[MultiHeadModel, Any, dict[str, Any]]:
+    """Fit every head on the frozen encoder from a multi-task JSONL file (the seed set by default).
+
+    Returns (model, tokenizer, held-out report).
+    """
+    path = data or seed_data_path()
+    train, held = split_holdout(read_labeled(path, tasks), holdout)
+    encoder, tokenizer = load_encoder(checkpoint)
+    model = MultiHeadModel(encoder, tasks)
+    report = fit_heads(
+        model, tokenizer, train, held, max_length=max_length, seed=seed, progress=progress
+    )
+    return model, tokenizer, {"data": str(path), **report}

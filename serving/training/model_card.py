@@ -1,0 +1,106 @@
+"""The model card written beside every exported version (MODEL_CARD.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.training.evaluation import format_report
+
+LIMITS = """\
+- English text only; texts longer than the window are cut (the output says `truncated`).
+- Trained and evaluated on public research data sets: AG News and Financial PhraseBank are
+  licensed for non-commercial research use only (see `../shared/data/README.md`); check
+  the licenses before serving this model commercially.
+- The int8 variant quantizes activations per batch (dynamic quantization): a borderline
+  text's scores can differ slightly with the texts it is batched with.
+"""
+
+
+def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
+    lines = [
+        "| data set (test split) | variant | accuracy | macro recall | macro F1 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for which in ("baseline", "test"):
+        for key, m in sorted(evaluation.get(which, {}).items()):
+            name, variant = key.rsplit("/", 1)
+            if which == "baseline":
+                variant = f"{variant}, before (v{evaluation.get('baseline_version')})"
+            lines.append(
+                f"| {name} | {variant} | {m['accuracy']:.4f} | {m['macro_recall']:.4f} "
+                f"| {m['macro_f1']:.4f} |"
+            )
+    return lines
+
+
+def render_model_card(manifest: dict[str, Any], reports: dict[str, dict[str, Any]]) -> str:
+    """Markdown: what the model is, what it learned from, how well it does, how it is served."""
+    training = manifest.get("training", {})
+    result = training.get("result", {})
+    lines = [
+        f"# {manifest['name']} version {manifest['version']}",
+        "",
+        f"- Created: {manifest['created']}",
+        f"- Base checkpoint: `{manifest['base_checkpoint']}`",
+        f"- Started from: `{training.get('started_from', manifest['base_checkpoint'])}`",
+        f"- Training mode: {training.get('mode', 'heads')} ({training.get('reason', '')})",
+        f"- Serving window: {manifest['max_length']} tokens; pooling: {manifest['pooling']}",
+        "",
+        "## Heads",
+        "",
+    ]
+    lines += [f"- `{t['name']}`: {', '.join(t['labels'])}" for t in manifest["tasks"]]
+    lines += ["", "## Data", "", "| set | task | role | train | val | test | source |"]
+    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for d in training.get("data", []):
+        lines.append(
+            f"| {d['name']} | {d.get('task', '')} | {d.get('role', '')} | {d['train_rows']} "
+            f"| {d.get('val_rows', '')} | {d.get('test_rows', '')} | `{d.get('source', '')}` |"
+        )
+    if result:
+        config = training.get("config", {})
+        lines += [
+            "",
+            "## Training",
+            "",
+            f"- Steps: {result['steps']} (best at step {result['best_step']}, validation score "
+            f"{result['best_score']:.4f}; stopped early: {result['stopped_early']})",
+            f"- Window while training: {result['max_length']} tokens; precision: "
+            f"{result['precision']}; {result['seconds']:.0f} s",
+            "- Settings: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if v is not None),
+            "",
+            "| step | epoch | rows seen | train loss | validation score |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for h in result.get("history", []):
+            lines.append(
+                f"| {h['step']} | {h['epoch']} | {h['rows_seen']} | {h['train_loss']} "
+                f"| {h['val_score']} |"
+            )
+    lines += ["", "## Evaluation", "", *_metrics_table(manifest.get("evaluation", {})), ""]
+    for variant, by_set in reports.items():
+        for name, report in by_set.items():
+            lines += [
+                f"### {name}, {variant}",
+                "",
+                "```",
+                format_report(report),
+                "```",
+                "",
+                f"Confusion matrix: `reports/{name}_{variant}_confusion.png`",
+                "",
+            ]
+    variants = manifest.get("variants", {})
+    lines += [
+        "## Export variants",
+        "",
+        *(f"- {v}: `{f}` (ONNX opset {manifest['opset']})" for v, f in variants.items()),
+        "- `checkpoint/`: PyTorch encoder and tokenizer; `heads.npz`: head weights",
+        "- `model.py`: Triton python-backend entry point (CPU)",
+        "",
+        "## Limits",
+        "",
+        LIMITS,
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,248 @@
+"""Train, export, evaluate and document one model version: the path `feedpulse train` and the
+online trainer share.
+
+Fresh runs start from a Hugging Face checkpoint; incremental runs start from an exported
+version and mix a replay sample of the old domains into the new rows against forgetting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from serving.backends.contract import DEFAULT_TASKS
+from serving.model_store import MODEL_CARD, REPORTS_DIR, ModelVersion
+from serving.training.data import LabeledText, TaskData
+from serving.training.evaluation import classification_report, write_report
+from serving.training.finetune import FineTuneConfig, TrainProgress, data_name, fine_tune
+from serving.training.model_card import render_model_card
+
+Mode = Literal["finetune", "heads"]
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What to train on, from where, and how."""
+
+    sets: Sequence[TaskData]
+    mode: Mode = "finetune"
+    base_checkpoint: str | None = None
+    base_version: ModelVersion | None = None
+    # Old-domain sets: their train rows are mixed in, their val and test rows checked.
+    replay: Sequence[TaskData] = ()
+    config: FineTuneConfig = field(default_factory=FineTuneConfig)
+    serve_max_length: int = 128
+    variants: Sequence[str] = ("fp32", "int8")
+    reason: str = "feedpulse train"
+
+
+def evaluate_version(
+    version: ModelVersion,
+    sets: Sequence[TaskData],
+    variant: str,
+    *,
+    progress: TrainProgress | None = None,
+    chunk: int = 512,
+) -> dict[str, dict[str, Any]]:
+    """A classification report per data set's test split, served by ONNX Runtime `variant`."""
+    from serving.backends.onnx import OnnxClassifier
+
+    classifier = OnnxClassifier(version, variant=variant)
+    reports: dict[str, dict[str, Any]] = {}
+    for data in sets:
+        if not data.test:
+            continue
+        stage = f"evaluating {data_name(data)} ({variant})"
+        predicted: list[str] = []
+        for start in range(0, len(data.test), chunk):
+            texts = [r.text for r in data.test[start : start + chunk]]
+            predicted.extend(p.tasks[data.task.name].label for p in classifier.classify_sync(texts))
+            if progress:
+                progress(stage, len(predicted), len(data.test))
+        gold = [r.labels[data.task.name] for r in data.test]
+        reports[data_name(data)] = classification_report(gold, predicted, data.task.labels)
+    return reports
+
+
+def summarize(reports: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """`{"<set>/<variant>": {accuracy, macro_recall, macro_f1}}` from nested reports."""
+    return {
+        f"{name}/{variant}": {k: r[k] for k in ("accuracy", "macro_recall", "macro_f1", "rows")}
+        for variant, by_set in reports.items()
+        for name, r in by_set.items()
+    }
+
+
+def baseline_summary(
+    version: ModelVersion,
+    sets: Sequence[TaskData],
+    variants: Sequence[str],
+    progress: TrainProgress | None = None,
+) -> dict[str, dict[str, float]]:
+    """`version`'s test figures on `sets`: from its manifest where it already measured the
+    same split, by evaluating it otherwise."""
+    known = version.manifest.get("evaluation", {}).get("test", {})
+    summary: dict[str, dict[str, float]] = {}
+    for variant in variants:
+        missing = [
+            data
+            for data in sets
+            if data.test
+            and known.get(f"{data_name(data)}/{variant}", {}).get("rows") != len(data.test)
+        ]
+        summary.update(
+            {
+                f"{data_name(data)}/{variant}": known[f"{data_name(data)}/{variant}"]
+                for data in sets
+                if data.test and all(data is not m for m in missing)
+            }
+        )
+        fresh = evaluate_version(version, missing, variant, progress=progress)
+        summary.update(summarize({variant: fresh}))
+    return summary
+
+
+def _data_summary(plan: TrainPlan, replay_rows: int) -> list[dict[str, Any]]:
+    rows = []
+    replay_ids = {id(data) for data in plan.replay}
+    for data in [*plan.sets, *plan.replay]:
+        rows.append(
+            {
+                "name": data_name(data),
+                "task": data.task.name,
+                "source": data.source,
+                "role": "replay" if id(data) in replay_ids else "train",
+                "train_rows": len(data.train),
+                "val_rows": len(data.val),
+                "test_rows": len(data.test),
+            }
+        )
+    if replay_rows:
+        rows.append({"name": "replay total", "train_rows": replay_rows})
+    return rows
+
+
+def train_version(
+    plan: TrainPlan,
+    *,
+    repository: Path,
+    name: str,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    progress: TrainProgress | None = None,
+    candidate: bool = False,
+) -> tuple[ModelVersion, dict[str, Any]]:
+    """Train per `plan`, export a new version with reports and a model card; return both.
+
+    A `candidate` is exported aside and served only once promoted.
+    """
+    from serving.export import export_version
+    from serving.multihead import (
+        MultiHeadModel,
+        default_checkpoint,
+        load_encoder,
+        load_version_model,
+    )
+    from serving.training.heads import fit_heads
+
+    if not plan.sets:
+        raise ValueError("a training plan needs at least one data set")
+    started = time.perf_counter()
+    if plan.base_version is not None:
+        model, tokenizer = load_version_model(plan.base_version)
+        base = str(plan.base_version.manifest.get("base_checkpoint", ""))
+    else:
+        base = plan.base_checkpoint or default_checkpoint()
+        encoder, tokenizer = load_encoder(base)
+        model = MultiHeadModel(encoder, DEFAULT_TASKS)
+    known = {t.name for t in model.tasks}
+    for data in [*plan.sets, *plan.replay]:
+        if data.task.name not in known:
+            raise ValueError(f"{data.source}: the model has no {data.task.name!r} head")
+
+    train: list[LabeledText] = [row for data in plan.sets for row in data.train]
+    replay_rows = sum(len(data.train) for data in plan.replay)
+    train += [row for data in plan.replay for row in data.train]
+    val_sets = [*plan.sets, *plan.replay]
+
+    baseline = (
+        baseline_summary(plan.base_version, val_sets, plan.variants, progress)
+        if plan.base_version is not None
+        else {}
+    )
+
+    training: dict[str, Any] = {
+        "mode": plan.mode,
+        "reason": plan.reason,
+        "started_from": (
+            f"{plan.base_version.name}/{plan.base_version.version}" if plan.base_version else base
+        ),
+        "data": _data_summary(plan, replay_rows),
+    }
+    if plan.mode == "heads":
+        held = [row for data in val_sets for row in data.val]
+        training["heads"] = fit_heads(
+            model,
+            tokenizer,
+            train,
+            held,
+            max_length=plan.serve_max_length,
+            seed=plan.config.seed,
+            progress=progress,
+        )
+    else:
+        result = fine_tune(
+            model,
+            tokenizer,
+            train,
+            val_sets,
+            plan.config,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            progress=progress,
+        )
+        training["config"] = asdict(plan.config)
+        training["result"] = asdict(result)
+    training["train_seconds"] = round(time.perf_counter() - started, 1)
+
+    def finalize(staged: ModelVersion) -> dict[str, Any]:
+        reports_dir = staged.path / REPORTS_DIR
+        reports = {
+            v: evaluate_version(staged, val_sets, v, progress=progress) for v in plan.variants
+        }
+        for variant, by_set in reports.items():
+            for set_name, report in by_set.items():
+                title = f"{staged.name} v{staged.version} {variant}: {set_name} test"
+                write_report(report, reports_dir, f"{set_name}_{variant}", title)
+        evaluation: dict[str, Any] = {
+            "test": summarize(reports),
+            "baseline": baseline,
+        }
+        if baseline and plan.base_version is not None:
+            evaluation["baseline_version"] = plan.base_version.version
+        card = render_model_card({**staged.manifest, "evaluation": evaluation}, reports)
+        (staged.path / MODEL_CARD).write_text(card)
+        return {"evaluation": evaluation}
+
+    version = export_version(
+        model,
+        tokenizer,
+        repository=repository,
+        name=name,
+        max_length=plan.serve_max_length,
+        base_checkpoint=base,
+        metrics={},
+        training=training,
+        finalize=finalize,
+        candidate=candidate,
+    )
+    return version, {
+        "model": version.name,
+        "version": version.version,
+        "path": str(version.path),
+        **version.manifest["evaluation"],
+        "training": {k: v for k, v in training.items() if k != "config"},
+    }

@@ -1,0 +1,33 @@
+"""The python-backend model each version in a Triton model repository runs."""
+
+from __future__ import annotations
+
+import py_compile
+import shutil
+from pathlib import Path
+
+
+def install_python_model(version_dir: Path) -> bool:
+    """Give a version the python-backend `model.py`, byte-compiled; True if it was missing.
+
+    The bytecode is written here because the stub would otherwise write `__pycache__` into
+    the version directory on first load, and Triton, polling the repository, would take
+    that for a changed version and load the model a second time.
+    """
+    target = version_dir / "model.py"
+    added = not target.exists()
+    if added:
+        shutil.copyfile(Path(__file__).with_name("python_model.py"), target)
+    py_compile.compile(str(target), doraise=True)
+    return added
+
+
+def install_python_models(repository: Path) -> int:
+    """Install `model.py` in every exported version of every model; returns how many lacked it.
+
+    Versions exported by feedpulse carry it already; this covers copies made by hand.
+    """
+    return sum(
+        install_python_model(manifest.parent)
+        for manifest in repository.glob("*/[0-9]*/feedpulse.json")
+    )

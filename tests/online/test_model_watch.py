@@ -1,0 +1,87 @@
+"""The model watch fed by hand: drift becomes one job with the rows after it, feedback is
+learned from, a new model version restarts the detectors, decisions end the job."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from online.feedback import Feedback, Observation
+from online.jobs import Decision
+from online.model_watch import ModelWatch, WatchConfig
+from serving.backends.contract import DEFAULT_TASKS
+
+SENTIMENT = DEFAULT_TASKS[0]
+
+
+def config(**overrides: object) -> WatchConfig:
+    values: dict[str, object] = {
+        "model": "m",
+        "tasks": (SENTIMENT,),
+        "mmd_reference": 100,
+        "mmd_window": 50,
+        "mmd_check_every": 10,
+        "finetune_min_feedback": 40,
+        "finetune_cooldown_s": 60,
+    }
+    values.update(overrides)
+    return WatchConfig(**values)  # type: ignore[arg-type]
+
+
+def feed(watch: ModelWatch, start: int, n: int, *, shift: float, version: str = "1") -> list[dict]:
+    """n predictions with embeddings around `shift`, each followed by its feedback."""
+    rng = np.random.default_rng(start)
+    events: list[dict] = []
+    for i in range(start, start + n):
+        emb = rng.normal(shift, 1.0, 8).astype(np.float32)
+        obs = Observation(f"i{i}", f"text {i}", {"sentiment": "neutral"}, emb, version, float(i))
+        found, _ = watch.observe(obs, {"sentiment": 0.7})
+        events += found
+        more, back = watch.feedback(Feedback(f"i{i}", "sentiment", "neutral"), float(i))
+        events += more
+        assert back is None
+    return events
+
+
+def test_a_shift_gives_drift_then_one_job_with_only_the_rows_after_it() -> None:
+    watch = ModelWatch(config())
+    assert feed(watch, 0, 300, shift=0.0) == []
+    assert watch.due_job(now=0, base_version=1) is None
+    events = feed(watch, 300, 30, shift=2.0)
+    assert [e["detector"] for e in events] == ["embedding.mmd"]
+    assert events[0]["model"] == {"name": "m", "version": "1"} and events[0]["z"] >= 6
+    assert watch.due_job(now=0, base_version=1) is None  # waits for 40 rows after the drift
+    feed(watch, 330, 40, shift=2.0)
+    job = watch.due_job(now=0, base_version=1)
+    assert job is not None and job.base_version == 1
+    texts = [t for t, _ in job.rows["sentiment"]]
+    assert texts and all(int(t.split()[1]) >= 300 for t in texts)
+    assert watch.due_job(now=0, base_version=1) is None  # one job in flight
+    watch.decided(Decision(job.id, "m", "promoted", "why", 1, 2), now=10)
+    assert watch.policy.in_flight is None
+
+
+def test_feedback_is_learned_by_the_hybrid_head_and_scored_against_the_served_label() -> None:
+    watch = ModelWatch(config())
+    feed(watch, 0, 60, shift=0.0)
+    assert watch.counts.joined == 60
+    assert watch.hybrid.learned["sentiment"] == 60
+    assert watch.hybrid.accuracy("sentiment")["served"] == 1.0
+
+
+def test_a_new_model_version_restarts_detectors_and_the_hybrid_head() -> None:
+    watch = ModelWatch(config())
+    feed(watch, 0, 150, shift=0.0)
+    # Version 2's embeddings differ from version 1's: no drift is claimed across versions.
+    assert feed(watch, 150, 200, shift=3.0, version="2") == []
+    assert watch.counts.version_changes == 1
+    assert watch.hybrid.learned["sentiment"] == 200
+
+
+def test_unmatched_feedback_with_text_is_kept_and_without_text_comes_back() -> None:
+    watch = ModelWatch(config(feedback_window_s=10))
+    watch.feedback(Feedback("x", "sentiment", "negative", text="kept as a training row"), 0.0)
+    watch.feedback(Feedback("y", "sentiment", "negative"), 0.0)
+    back = watch.expire(now=11.0)
+    assert [fb.id for fb in back] == ["y"]
+    assert watch.counts.unmatched_kept == 1 and watch.counts.unmatched_dead == 1
+    assert [r.text for r in watch.rows["sentiment"]] == ["kept as a training row"]
