@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from serving.child_process import spawn, terminate
-from streams.classify.worker import READY_MARKER
+from streams.classify.rebalance import READY_MARKER
 from streams.settings import Settings
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from serving.child_process import spawn, terminate
 from streams.classify.processes import worker_env
-from streams.classify.worker import READY_MARKER as WORKER_READY
+from streams.classify.rebalance import READY_MARKER as WORKER_READY
 from streams.kafka.tail import read_topics
 from streams.learning.trainer_worker import READY_MARKER as TRAINER_READY
 from streams.learning.watch_worker import READY_MARKER as WATCH_READY

@@ -15,16 +15,18 @@ from aiokafka.errors import KafkaTimeoutError, UnknownError
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from serving.backends.contract import DEFAULT_TASKS, ModelInfo, Prediction, TaskPrediction
+from serving.backends.contract import ModelInfo, Prediction, TaskPrediction
 from serving.backends.triton_client import channel_args
-from streams.classify import worker as worker_module
-from streams.classify.worker import (
-    ClassifyWorker,
-    Output,
-    PreparedBatch,
-    ProduceFailedError,
+from serving.tasks import DEFAULT_TASKS
+from streams.classify import retry as backoff
+from streams.classify.delivery import Delivery, ProduceFailedError
+from streams.classify.outputs import Output, PreparedBatch, oversized_stand_in
+from streams.classify.producer import (
     TransactionsUnsupportedError,
+    start_producer,
+    transactional_options,
 )
+from streams.classify.worker import ClassifyWorker
 from streams.kafka.broker import free_port
 from streams.kafka.clients import isolation_level
 from streams.metrics import WorkerMetrics
@@ -94,12 +96,30 @@ class FakeClassifier:
         pass
 
 
-def make_worker(**overrides: Any) -> tuple[ClassifyWorker, FakeProducer, FakeConsumer]:
+@dataclass
+class Rig:
+    """A worker (for preparing batches) and the delivery of its outputs through fakes."""
+
+    worker: ClassifyWorker
+    delivery: Delivery
+
+    @property
+    def metrics(self) -> WorkerMetrics:
+        return self.worker.metrics
+
+
+def make_worker(**overrides: Any) -> tuple[Rig, FakeProducer, FakeConsumer]:
     settings = Settings(group_id=GROUP, metrics_port=0, **overrides)
     worker = ClassifyWorker(settings, FakeClassifier(), WorkerMetrics(CollectorRegistry()))
     producer, consumer = FakeProducer(), FakeConsumer()
-    worker._producer, worker._consumer = producer, consumer  # type: ignore[assignment]
-    return worker, producer, consumer
+    delivery = Delivery(
+        settings,
+        worker.metrics,
+        producer,  # type: ignore[arg-type]
+        consumer,  # type: ignore[arg-type]
+        worker.transactional_id,
+    )
+    return Rig(worker, delivery), producer, consumer
 
 
 def record(partition: int, offset: int, value: bytes) -> Any:
@@ -113,13 +133,13 @@ def record(partition: int, offset: int, value: bytes) -> Any:
     )
 
 
-async def prepared(worker: ClassifyWorker) -> PreparedBatch:
+async def prepared(rig: Rig) -> PreparedBatch:
     records = [
         record(0, 7, b'{"id": "a", "text": "markets rally"}'),
         record(0, 8, b'{"id": "b", "text": 3}'),  # a dead letter
         record(2, 41, b"plain text"),
     ]
-    return await worker._prepare(records)
+    return await rig.worker.prepare(records)
 
 
 EXPECTED_OFFSETS = {TopicPartition("feeds.raw", 0): 9, TopicPartition("feeds.raw", 2): 42}
@@ -128,7 +148,7 @@ EXPECTED_OFFSETS = {TopicPartition("feeds.raw", 0): 9, TopicPartition("feeds.raw
 async def test_exactly_once_sends_outputs_and_offsets_in_one_transaction() -> None:
     worker, producer, consumer = make_worker(exactly_once=True)
     batch = await prepared(worker)
-    await worker._deliver(batch)
+    await worker.delivery.deliver(batch)
     sends = [c for c in producer.calls if isinstance(c, tuple) and c[0] == "send"]
     assert producer.calls == ["begin", *sends, ("offsets", EXPECTED_OFFSETS, GROUP), "commit"]
     assert len(sends) == 3
@@ -139,10 +159,10 @@ async def test_exactly_once_sends_outputs_and_offsets_in_one_transaction() -> No
 async def test_exactly_once_aborts_a_failed_send_and_retries_the_whole_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module, "MAX_BACKOFF_S", 0.0)
+    monkeypatch.setattr(backoff, "MAX_BACKOFF_S", 0.0)
     worker, producer, consumer = make_worker(exactly_once=True)
     producer.failing_sends = 1
-    await worker._deliver(await prepared(worker))
+    await worker.delivery.deliver(await prepared(worker))
     first_abort = producer.calls.index("abort")
     assert producer.calls[0] == "begin"
     assert "commit" not in producer.calls[:first_abort]
@@ -156,11 +176,11 @@ async def test_exactly_once_aborts_a_failed_send_and_retries_the_whole_batch(
 async def test_exactly_once_that_never_gets_acknowledged_commits_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module, "MAX_BACKOFF_S", 0.0)
+    monkeypatch.setattr(backoff, "MAX_BACKOFF_S", 0.0)
     worker, producer, consumer = make_worker(exactly_once=True)
     producer.failing_sends = 10_000
     with pytest.raises(ProduceFailedError):
-        await worker._deliver(await prepared(worker))
+        await worker.delivery.deliver(await prepared(worker))
     assert "commit" not in producer.calls
     assert not any(isinstance(c, tuple) and c[0] == "offsets" for c in producer.calls)
     assert producer.calls.count("begin") == producer.calls.count("abort") == 5
@@ -181,7 +201,7 @@ async def test_exactly_once_cancelled_mid_transaction_aborts_it() -> None:
         return never
 
     producer.send = hanging_send  # type: ignore[method-assign]
-    delivery = asyncio.create_task(worker._deliver(batch))
+    delivery = asyncio.create_task(worker.delivery.deliver(batch))
     await asyncio.wait_for(all_sent.wait(), 5)
     delivery.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -193,7 +213,7 @@ async def test_exactly_once_cancelled_mid_transaction_aborts_it() -> None:
 
 async def test_at_least_once_commits_through_the_consumer_without_transactions() -> None:
     worker, producer, consumer = make_worker()
-    await worker._deliver(await prepared(worker))
+    await worker.delivery.deliver(await prepared(worker))
     assert all(isinstance(c, tuple) and c[0] == "send" for c in producer.calls)
     assert consumer.commits == [EXPECTED_OFFSETS]
 
@@ -217,7 +237,7 @@ def test_oversized_stand_in_keeps_the_id_header() -> None:
     worker, _, _ = make_worker()
     origin = SimpleNamespace(topic="feeds.raw", partition=1, offset=3, key=None, timestamp_ms=None)
     out = Output("feeds.labeled", b"k", b"{}", [], "big-1", origin, b"raw")  # type: ignore[arg-type]
-    stand_in = worker._oversized(out, RuntimeError("too large"))
+    stand_in = oversized_stand_in(worker.worker.settings, out, RuntimeError("too large"))
     assert stand_in.headers is not None
     assert dict(stand_in.headers)["feedpulse.id"] == b"big-1"
 
@@ -236,23 +256,24 @@ async def test_a_broker_without_transactions_fails_fast_with_a_clear_error() -> 
 
     producer = NoTransactions()
     with pytest.raises(TransactionsUnsupportedError, match="does not support transactions"):
-        await worker._start_producer(producer)  # type: ignore[arg-type]
+        await start_producer(worker.worker.settings, producer)  # type: ignore[arg-type]
     assert producer.stopped
-    assert worker.transactional_id is not None
-    assert worker.transactional_id.startswith("feedpulse-classify-")
-    assert worker._transactional_options() == {
-        "transactional_id": worker.transactional_id,
+    tid = worker.worker.transactional_id
+    assert tid is not None
+    assert tid.startswith("feedpulse-classify-")
+    assert transactional_options(tid) == {
+        "transactional_id": tid,
         "enable_idempotence": True,
     }
 
 
 def test_transactional_ids_are_only_for_exactly_once_and_stable_per_process() -> None:
     at_least_once, _, _ = make_worker()
-    assert at_least_once.transactional_id is None
-    assert at_least_once._transactional_options() == {}
+    assert at_least_once.worker.transactional_id is None
+    assert transactional_options(at_least_once.worker.transactional_id) == {}
     a, _, _ = make_worker(exactly_once=True, transactional_id_prefix="p")
     b, _, _ = make_worker(exactly_once=True, transactional_id_prefix="p")
-    assert a.transactional_id == b.transactional_id  # the same worker restarted: same id
+    assert a.worker.transactional_id == b.worker.transactional_id  # restarted: the same id
 
 
 def test_readers_use_read_committed_only_with_exactly_once() -> None:

@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from streams import messages as m
 from streams.classify.backend import open_classifier
-from streams.classify.worker import ClassifyWorker, TransactionsUnsupportedError
+from streams.classify.producer import TransactionsUnsupportedError
+from streams.classify.worker import ClassifyWorker
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.publish import Record, publish
 from streams.kafka.records import decode_headers
