@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from online.jobs import Decision, FineTuneJob
-from serving.backends.contract import TaskHead
 from serving.model_store import load_version, promote_version, serving_version
-from serving.training.data import LabeledText, TaskData, split_holdout
-from serving.training.finetune import FineTuneConfig, TrainProgress, data_name
+from serving.tasks import TaskHead
+from serving.training.data import LabeledText, TaskData, data_name, split_holdout
+from serving.training.finetune import FineTuneConfig
 from serving.training.pipeline import TrainPlan, train_version
+from serving.training.progress import TrainProgress
 
 log = logging.getLogger(__name__)
 # A task needs this many feedback rows in a job to be trained on.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from serving.backends.contract import TaskHead
+from serving.tasks import TaskHead
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,11 @@ class TaskData:
     val: list[LabeledText]
     test: list[LabeledText] = field(default_factory=list)
     source: str = ""
+
+
+def data_name(data: TaskData) -> str:
+    """A data set's short name: its directory's name, else the task's."""
+    return Path(data.source).name if data.source else data.task.name
 
 
 def seed_data_path() -> Path:

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from serving.backends.contract import DEFAULT_TASKS, TaskHead
 from serving.multihead import MultiHeadModel, load_encoder
+from serving.tasks import DEFAULT_TASKS, TaskHead
 from serving.training.data import LabeledText, read_labeled, seed_data_path, split_holdout
 
 Progress = Callable[[str, int, int], None]

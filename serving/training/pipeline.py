@@ -11,14 +11,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from serving.backends.contract import DEFAULT_TASKS
 from serving.model_store import MODEL_CARD, REPORTS_DIR, ModelVersion
-from serving.training.data import LabeledText, TaskData
+from serving.tasks import DEFAULT_TASKS
+from serving.training.data import LabeledText, TaskData, data_name
 from serving.training.evaluation import classification_report, write_report
-from serving.training.finetune import FineTuneConfig, TrainProgress, data_name, fine_tune
+from serving.training.finetune import FineTuneConfig, fine_tune
 from serving.training.model_card import render_model_card
+from serving.training.progress import TrainProgress
+
+if TYPE_CHECKING:
+    from serving.multihead import MultiHeadModel
 
 Mode = Literal["finetune", "heads"]
 
@@ -140,29 +144,11 @@ def train_version(
     A `candidate` is exported aside and served only once promoted.
     """
     from serving.export import export_version
-    from serving.multihead import (
-        MultiHeadModel,
-        default_checkpoint,
-        load_encoder,
-        load_version_model,
-    )
-    from serving.training.heads import fit_heads
 
     if not plan.sets:
         raise ValueError("a training plan needs at least one data set")
     started = time.perf_counter()
-    if plan.base_version is not None:
-        model, tokenizer = load_version_model(plan.base_version)
-        base = str(plan.base_version.manifest.get("base_checkpoint", ""))
-    else:
-        base = plan.base_checkpoint or default_checkpoint()
-        encoder, tokenizer = load_encoder(base)
-        model = MultiHeadModel(encoder, DEFAULT_TASKS)
-    known = {t.name for t in model.tasks}
-    for data in [*plan.sets, *plan.replay]:
-        if data.task.name not in known:
-            raise ValueError(f"{data.source}: the model has no {data.task.name!r} head")
-
+    model, tokenizer, base = _starting_model(plan)
     train: list[LabeledText] = [row for data in plan.sets for row in data.train]
     replay_rows = sum(len(data.train) for data in plan.replay)
     train += [row for data in plan.replay for row in data.train]
@@ -182,50 +168,19 @@ def train_version(
         ),
         "data": _data_summary(plan, replay_rows),
     }
-    if plan.mode == "heads":
-        held = [row for data in val_sets for row in data.val]
-        training["heads"] = fit_heads(
-            model,
-            tokenizer,
-            train,
-            held,
-            max_length=plan.serve_max_length,
-            seed=plan.config.seed,
-            progress=progress,
-        )
-    else:
-        result = fine_tune(
+    training.update(
+        _train(
+            plan,
             model,
             tokenizer,
             train,
             val_sets,
-            plan.config,
             checkpoint_dir=checkpoint_dir,
             resume=resume,
             progress=progress,
         )
-        training["config"] = asdict(plan.config)
-        training["result"] = asdict(result)
+    )
     training["train_seconds"] = round(time.perf_counter() - started, 1)
-
-    def finalize(staged: ModelVersion) -> dict[str, Any]:
-        reports_dir = staged.path / REPORTS_DIR
-        reports = {
-            v: evaluate_version(staged, val_sets, v, progress=progress) for v in plan.variants
-        }
-        for variant, by_set in reports.items():
-            for set_name, report in by_set.items():
-                title = f"{staged.name} v{staged.version} {variant}: {set_name} test"
-                write_report(report, reports_dir, f"{set_name}_{variant}", title)
-        evaluation: dict[str, Any] = {
-            "test": summarize(reports),
-            "baseline": baseline,
-        }
-        if baseline and plan.base_version is not None:
-            evaluation["baseline_version"] = plan.base_version.version
-        card = render_model_card({**staged.manifest, "evaluation": evaluation}, reports)
-        (staged.path / MODEL_CARD).write_text(card)
-        return {"evaluation": evaluation}
 
     version = export_version(
         model,
@@ -236,13 +191,107 @@ def train_version(
         base_checkpoint=base,
         metrics={},
         training=training,
-        finalize=finalize,
+        finalize=lambda staged: _finalize(staged, plan, val_sets, baseline, progress),
         candidate=candidate,
     )
-    return version, {
+    return version, _summary(version, training)
+
+
+def _summary(version: ModelVersion, training: dict[str, Any]) -> dict[str, Any]:
+    """What a caller shows of a trained version: where it is, its evaluation and training."""
+    return {
         "model": version.name,
         "version": version.version,
         "path": str(version.path),
         **version.manifest["evaluation"],
         "training": {k: v for k, v in training.items() if k != "config"},
     }
+
+
+def _starting_model(plan: TrainPlan) -> tuple[MultiHeadModel, Any, str]:
+    """The model to train (with a head for every data set's task), its tokenizer and the
+    Hugging Face checkpoint it descends from."""
+    from serving.multihead import (
+        MultiHeadModel,
+        default_checkpoint,
+        load_encoder,
+        load_version_model,
+    )
+
+    if plan.base_version is not None:
+        model, tokenizer = load_version_model(plan.base_version)
+        base = str(plan.base_version.manifest.get("base_checkpoint", ""))
+    else:
+        base = plan.base_checkpoint or default_checkpoint()
+        encoder, tokenizer = load_encoder(base)
+        model = MultiHeadModel(encoder, DEFAULT_TASKS)
+    known = {t.name for t in model.tasks}
+    for data in [*plan.sets, *plan.replay]:
+        if data.task.name not in known:
+            raise ValueError(f"{data.source}: the model has no {data.task.name!r} head")
+    return model, tokenizer, base
+
+
+def _train(
+    plan: TrainPlan,
+    model: MultiHeadModel,
+    tokenizer: Any,
+    train: list[LabeledText],
+    val_sets: Sequence[TaskData],
+    *,
+    checkpoint_dir: Path | None,
+    resume: bool,
+    progress: TrainProgress | None,
+) -> dict[str, Any]:
+    """Fit the heads or fine-tune, per `plan.mode`; what to record of it in the manifest."""
+    if plan.mode == "heads":
+        from serving.training.heads import fit_heads
+
+        held = [row for data in val_sets for row in data.val]
+        heads = fit_heads(
+            model,
+            tokenizer,
+            train,
+            held,
+            max_length=plan.serve_max_length,
+            seed=plan.config.seed,
+            progress=progress,
+        )
+        return {"heads": heads}
+    result = fine_tune(
+        model,
+        tokenizer,
+        train,
+        val_sets,
+        plan.config,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        progress=progress,
+    )
+    return {"config": asdict(plan.config), "result": asdict(result)}
+
+
+def _finalize(
+    staged: ModelVersion,
+    plan: TrainPlan,
+    val_sets: Sequence[TaskData],
+    baseline: dict[str, dict[str, float]],
+    progress: TrainProgress | None,
+) -> dict[str, Any]:
+    """Test the staged version's every variant: reports beside it, a model card, and the
+    evaluation for its manifest."""
+    reports_dir = staged.path / REPORTS_DIR
+    reports = {v: evaluate_version(staged, val_sets, v, progress=progress) for v in plan.variants}
+    for variant, by_set in reports.items():
+        for set_name, report in by_set.items():
+            title = f"{staged.name} v{staged.version} {variant}: {set_name} test"
+            write_report(report, reports_dir, f"{set_name}_{variant}", title)
+    evaluation: dict[str, Any] = {
+        "test": summarize(reports),
+        "baseline": baseline,
+    }
+    if baseline and plan.base_version is not None:
+        evaluation["baseline_version"] = plan.base_version.version
+    card = render_model_card({**staged.manifest, "evaluation": evaluation}, reports)
+    (staged.path / MODEL_CARD).write_text(card)
+    return {"evaluation": evaluation}

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from online.jobs import Decision, FineTuneJob
 from online.trainer import TrainerConfig, run_job
-from serving.training.finetune import TrainProgress
+from serving.training.progress import TrainProgress
 from streams.kafka.clients import group_consumer, kafka_client_options
 from streams.kafka.records import dead_letter_headers
 from streams.kafka.topics import ensure_topics

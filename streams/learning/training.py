@@ -20,11 +20,12 @@ from rich.progress import (
 )
 
 from online.trainer import PromotionRule, TrainerConfig
-from serving.backends.contract import DEFAULT_TASKS
 from serving.model_store import ModelNotFoundError, ModelVersion, load_version
+from serving.tasks import DEFAULT_TASKS
 from serving.training.data import TaskData, load_task_dir, sample
-from serving.training.finetune import FineTuneConfig, TrainProgress
+from serving.training.finetune import FineTuneConfig
 from serving.training.pipeline import Mode, TrainPlan
+from serving.training.progress import TrainProgress
 from streams.settings import Settings
 
 # Public data sets the default model learns from, under the data directory.

@@ -10,18 +10,13 @@ from typing import Any
 import pytest
 import torch
 
-from serving.backends.contract import DEFAULT_TASKS
 from serving.multihead import MultiHeadModel, load_encoder
+from serving.tasks import DEFAULT_TASKS
+from serving.training.batching import choose_max_length, length_batches
 from serving.training.data import TaskData, load_task_dir
-from serving.training.finetune import (
-    IGNORE,
-    FineTuneConfig,
-    choose_max_length,
-    evaluate_sets,
-    fine_tune,
-    length_batches,
-    multitask_loss,
-)
+from serving.training.finetune import FineTuneConfig, fine_tune
+from serving.training.loss import IGNORE, multitask_loss
+from serving.training.prediction import evaluate_sets
 from tests.conftest import SHARED_DATA
 
 SENTIMENT, TOPIC = DEFAULT_TASKS

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from serving.backends.contract import DEFAULT_TASKS
 from serving.backends.onnx import create_session
 from serving.model_store import MODEL_CARD, REPORTS_DIR, list_versions
 from serving.multihead import load_version_model
+from serving.tasks import DEFAULT_TASKS
 from serving.training.data import TaskData, load_task_dir
 from serving.training.finetune import FineTuneConfig
 from serving.training.pipeline import TrainPlan, train_version
@@ -109,7 +109,7 @@ def test_fast_path_then_incremental_fine_tune(tmp_path: Path) -> None:
 def test_a_set_for_a_task_the_model_lacks_is_refused(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from serving.backends.contract import TaskHead
+    from serving.tasks import TaskHead
 
     tweets = tiny("tweeteval_sentiment", 0, rows=8)
     odd = replace(tweets, task=TaskHead("emotion", ("joy", "anger")))
