@@ -94,6 +94,29 @@ def run(
     window = spike.window_s
     rng = random.Random(seed)
     duration = args.windows * window
+    bursts = draw_bursts(args, spike, rng, duration)
+    alerts, items = replay(args, spike, tweets, rng, bursts, duration)
+    detected, false_alarms = match_alerts(alerts, bursts, window)
+    burst_windows = sum(int(b.end // window) - int(b.start // window) + 2 for b in bursts)
+    for i, b in enumerate(bursts):
+        if i not in detected:
+            length = (b.end - b.start) / window
+            print(f"seed {seed} missed: share {b.share:.2f}, {length:.1f} windows", file=sys.stderr)
+    return {
+        "items": items,
+        "bursts": len(bursts),
+        "detected": len(detected),
+        "false_alarms": false_alarms,
+        "quiet_windows": args.keys * args.windows - burst_windows,
+        "delays": list(detected.values()),
+    }
+
+
+def draw_bursts(
+    args: argparse.Namespace, spike: SpikeSettings, rng: random.Random, duration: float
+) -> list[Burst]:
+    """`args.bursts` random bursts over the stream, those on one key kept apart."""
+    window = spike.window_s
     bursts: list[Burst] = []
     # Bursts on one key stay apart by the warm-up plus cool-down: closer ones are one spike.
     gap = (spike.warmup_windows + spike.cooldown_windows + 1) * window
@@ -106,7 +129,19 @@ def run(
         )
         if apart:
             bursts.append(Burst(key, start, start + length, rng.uniform(*args.burst_share)))
+    return bursts
 
+
+def replay(
+    args: argparse.Namespace,
+    spike: SpikeSettings,
+    tweets: list[tuple[str, str]],
+    rng: random.Random,
+    bursts: list[Burst],
+    duration: float,
+) -> tuple[list[tuple[int, float]], int]:
+    """Stream every key through the detector: its alerts as (key, alert time), and the items."""
+    window = spike.window_s
     detector = SpikeDetector(spike)
     alerts: list[tuple[int, float]] = []  # (key, alert time = end of the window it closed)
     items = 0
@@ -128,7 +163,13 @@ def run(
                 alerts.extend((key, a.window_end) for a in result.alerts)
         for result in detector.close_if_before(state, f"k{key}", duration + window):
             alerts.extend((key, a.window_end) for a in result.alerts)
+    return alerts, items
 
+
+def match_alerts(
+    alerts: list[tuple[int, float]], bursts: list[Burst], window: float
+) -> tuple[dict[int, float], int]:
+    """The detection delay of each detected burst (by index), and the false alarm count."""
     # An alert belongs to a burst if it is on the burst's key and fires between the burst's
     # start and one window after its end; every other alert is a false alarm.
     detected: dict[int, float] = {}
@@ -140,19 +181,7 @@ def run(
                 detected.setdefault(i, at - bursts[i].start)
         else:
             false_alarms += 1
-    burst_windows = sum(int(b.end // window) - int(b.start // window) + 2 for b in bursts)
-    for i, b in enumerate(bursts):
-        if i not in detected:
-            length = (b.end - b.start) / window
-            print(f"seed {seed} missed: share {b.share:.2f}, {length:.1f} windows", file=sys.stderr)
-    return {
-        "items": items,
-        "bursts": len(bursts),
-        "detected": len(detected),
-        "false_alarms": false_alarms,
-        "quiet_windows": args.keys * args.windows - burst_windows,
-        "delays": list(detected.values()),
-    }
+    return detected, false_alarms
 
 
 if __name__ == "__main__":

@@ -18,17 +18,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from serving.backends.contract import DEFAULT_TASKS  # noqa: E402
 from serving.model_store import load_version  # noqa: E402
+from serving.tasks import DEFAULT_TASKS  # noqa: E402
 from serving.training.data import LabeledText, TaskData  # noqa: E402
 from serving.training.pipeline import evaluate_version  # noqa: E402
 from streams.kafka.broker import EmbeddedBroker  # noqa: E402
-from streams.settings import load_settings  # noqa: E402
-from streams.testing.online_scenario import online_processes, run_scenario  # noqa: E402
+from streams.settings import Settings, load_settings  # noqa: E402
+from streams.testing.online_scenario import (  # noqa: E402
+    ScenarioResult,
+    online_processes,
+    run_scenario,
+)
 from streams.testing.replay import read_tweets  # noqa: E402
 
 SENTIMENT = DEFAULT_TASKS[0]
@@ -53,6 +58,34 @@ def scores(repo: Path, name: str, version: int, data: Path, variant: str) -> dic
 
 
 def main() -> None:
+    """Run the scenario on a copy of one version and print its figures against the targets."""
+    args = parse_args()
+    name = "feedpulse_classifier"
+    base = load_version(args.repository, name, args.version)
+    work = Path(tempfile.mkdtemp(prefix="feedpulse-online-")) if args.keep is None else args.keep
+    work.mkdir(parents=True, exist_ok=True)
+    repo = work / "models"
+    shutil.copytree(
+        base.path, repo / name / str(base.version), ignore=shutil.ignore_patterns("*.pt")
+    )
+    before, after = read_streams(args)
+    result, settings, started = run_online(args, work, repo, before, after)
+    summary = result.summary()
+    summary["base_version"] = base.version
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    print(json.dumps(summary, indent=2), file=sys.stderr)
+    variant = settings.model_variant
+    table = {"before": scores(repo, name, base.version, args.data, variant)}
+    if result.promoted_version is not None:
+        table["after"] = scores(repo, name, result.promoted_version, args.data, variant)
+    print(f"\nbase version {base.version} ({variant}); run files in {work}")
+    print_report(result, summary, table, len(before))
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=REPO / "triton_models")
     parser.add_argument("--version", type=int, default=None)
@@ -65,23 +98,28 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--keep", type=Path, default=None, help="keep the run's files here")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    name = "feedpulse_classifier"
-    base = load_version(args.repository, name, args.version)
-    work = Path(tempfile.mkdtemp(prefix="feedpulse-online-")) if args.keep is None else args.keep
-    work.mkdir(parents=True, exist_ok=True)
-    repo = work / "models"
-    shutil.copytree(
-        base.path, repo / name / str(base.version), ignore=shutil.ignore_patterns("*.pt")
-    )
+
+def read_streams(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The stationary tweets, then the new-domain sentences, each in a fixed shuffled order."""
     tweets = read_tweets(args.data / "tweeteval_sentiment" / "test.jsonl")
     random.Random(0).shuffle(tweets)
     before = tweets[: args.stationary]
     after = read_tweets(args.data / "financial_phrasebank" / "train.jsonl")
     random.Random(1).shuffle(after)
     after = after[: args.new_rows] if args.new_rows else after
+    return before, after
 
+
+def run_online(
+    args: argparse.Namespace,
+    work: Path,
+    repo: Path,
+    before: list[tuple[str, str]],
+    after: list[tuple[str, str]],
+) -> tuple[ScenarioResult, Settings, float]:
+    """The scenario on a fresh broker and processes: its result, settings and start time."""
     with EmbeddedBroker(log_path=work / "broker.log") as broker:
         overrides = {
             "bootstrap_servers": broker.bootstrap_servers,
@@ -101,17 +139,18 @@ def main() -> None:
                     settings, before, after, lag=args.lag, rate=args.rate, timeout_s=args.timeout
                 )
             )
-    summary = result.summary()
-    summary["base_version"] = base.version
-    summary["wall_seconds"] = round(time.time() - started, 1)
-    print(json.dumps(summary, indent=2), file=sys.stderr)
-    variant = settings.model_variant
-    table = {"before": scores(repo, name, base.version, args.data, variant)}
-    if result.promoted_version is not None:
-        table["after"] = scores(repo, name, result.promoted_version, args.data, variant)
-    print(f"\nbase version {base.version} ({variant}); run files in {work}")
+    return result, settings, started
+
+
+def print_report(
+    result: ScenarioResult,
+    summary: dict[str, Any],
+    table: dict[str, dict[str, float]],
+    stationary: int,
+) -> None:
+    """The figures against their targets, and the before/after score table."""
     print(f"detection delay: {result.detection_delay_items} items after the switch (target <= 300)")
-    print(f"false alarms on {len(before)} stationary tweets: {result.false_alarms} (target 0)")
+    print(f"false alarms on {stationary} stationary tweets: {result.false_alarms} (target 0)")
     print(
         f"switch to promoted version labelling the stream: {result.seconds_to_promotion} s (target <= 900)"
     )
@@ -127,8 +166,6 @@ def main() -> None:
         print(
             f"new-domain gain {gain:+.3f} (target >= +0.15, after >= 0.80); old-domain drop {drop:.3f} (target <= 0.02)"
         )
-    if args.keep is None:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

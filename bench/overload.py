@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,21 @@ async def wait_drained(probe: LagProbe, targets: dict[int, int], timeout_s: floa
         await asyncio.sleep(0.2)
 
 
+@dataclass
+class Overload:
+    """What the overload and drain phases measured."""
+
+    offered: float
+    count: int
+    positions: list[tuple[int, int]]
+    published_s: float
+    drain_s: float
+    rss_start: float
+    samples: list[dict[str, Any]]
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Capacity, then the overload and its drain on one worker: the figures and samples."""
     settings = load_settings(metrics_port=0)
     model = ensure_model(settings)
     logs = Path(tempfile.mkdtemp(prefix="feedpulse-overload-"))
@@ -146,72 +161,91 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         pid = workers.procs[0].pid
         try:
             await workers.wait_ready()
-            await drain_rate(s, texts[:500], "warm")
-            rates = []
-            for n in range(args.rounds):
-                rates.append(await drain_rate(s, texts, f"cap{n}"))
-                print(f"capacity round {n}: {rates[-1]:.1f} msgs/s", file=sys.stderr)
+            rates = await capacity_rounds(s, texts, args.rounds)
             capacity = args.capacity or statistics.median(rates)
             offered = args.factor * capacity
-
-            everything = load_texts(100_000)
-            count = int(offered * args.seconds)
-            records = as_records([everything[i % len(everything)] for i in range(count)], "over")
-            probe = LagProbe(s)
-            await probe.start()
-            sampler = Sampler(probe, pid)
-            rss_start = rss_mb(pid)
-            sampling = asyncio.create_task(sampler.run())
-            try:
-                print(f"offering {offered:.0f} msgs/s for {args.seconds:.0f}s", file=sys.stderr)
-                began = time.monotonic()
-                positions = await publish(s, records, rate=offered)
-                published_s = time.monotonic() - began
-                sampler.phase = "drain"
-                targets: dict[int, int] = {}
-                for p, offset in positions:
-                    targets[p] = max(targets.get(p, 0), offset + 1)
-                drain_s = await wait_drained(probe, targets, args.drain_timeout)
-                sampler.phase = "drained"
-                await asyncio.sleep(3)  # a few samples of the idle worker after the drain
-            finally:
-                sampling.cancel()
-                await asyncio.gather(sampling, return_exceptions=True)
-                await probe.stop()
+            over = await overload(s, pid, offered, args)
             rss_after = rss_mb(pid)
             audit_began = time.monotonic()
-            audit = await audit_outputs(s, positions, by="position", timeout_s=args.audit_timeout)
+            audit = await audit_outputs(
+                s, over.positions, by="position", timeout_s=args.audit_timeout
+            )
             audit_s = time.monotonic() - audit_began
             alive = workers.procs[0].poll() is None
         finally:
             codes = workers.stop()
-
-    over = [x for x in sampler.samples if x["phase"] == "overload"]
-    allrss = [x["rss_mb"] for x in sampler.samples]
-    peak = max(sampler.samples, key=lambda x: x["lag"])
-    half = len(over) // 2
     return {
         "capacity_msgs_per_s": round(capacity, 1),
         "capacity_rounds": [round(r, 1) for r in rates],
-        "offered_msgs_per_s": round(count / published_s, 1),
-        "offered_target_msgs_per_s": round(offered, 1),
-        "overload_seconds": round(published_s, 1),
-        "published": len(positions),
-        "peak_lag": peak["lag"],
-        "peak_lag_at_s": peak["t"],
-        "rss_mb_start": round(rss_start, 1),
-        "rss_mb_max": max([rss_start, *allrss]),
-        "rss_mb_first_half_max": max((x["rss_mb"] for x in over[:half]), default=None),
-        "rss_mb_second_half_max": max((x["rss_mb"] for x in over[half:]), default=None),
-        "rss_mb_after_drain": round(rss_after, 1),
-        "drain_seconds": round(drain_s, 1),
-        "lost": len(audit.missing(positions, "position")),
+        **overload_figures(over, rss_after),
+        "lost": len(audit.missing(over.positions, "position")),
         "duplicates": audit.duplicates(),
         "outputs_read": sum(audit.labeled_at.values()) + sum(audit.dead_lettered_at.values()),
         "audit_seconds": round(audit_s, 1),
         "worker_alive_at_end": alive,
         "worker_exit_code": codes[0],
-        "samples": sampler.samples,
+        "samples": over.samples,
+    }
+
+
+async def capacity_rounds(s: Settings, texts: list[str], rounds: int) -> list[float]:
+    """After a warm-up burst, the worker's drain rate in each of `rounds` bursts of `texts`."""
+    await drain_rate(s, texts[:500], "warm")
+    rates = []
+    for n in range(rounds):
+        rates.append(await drain_rate(s, texts, f"cap{n}"))
+        print(f"capacity round {n}: {rates[-1]:.1f} msgs/s", file=sys.stderr)
+    return rates
+
+
+async def overload(s: Settings, pid: int, offered: float, args: argparse.Namespace) -> Overload:
+    """Offer `offered` msgs/s for `args.seconds`, then wait for the drain, sampling throughout."""
+    everything = load_texts(100_000)
+    count = int(offered * args.seconds)
+    records = as_records([everything[i % len(everything)] for i in range(count)], "over")
+    probe = LagProbe(s)
+    await probe.start()
+    sampler = Sampler(probe, pid)
+    rss_start = rss_mb(pid)
+    sampling = asyncio.create_task(sampler.run())
+    try:
+        print(f"offering {offered:.0f} msgs/s for {args.seconds:.0f}s", file=sys.stderr)
+        began = time.monotonic()
+        positions = await publish(s, records, rate=offered)
+        published_s = time.monotonic() - began
+        sampler.phase = "drain"
+        targets: dict[int, int] = {}
+        for p, offset in positions:
+            targets[p] = max(targets.get(p, 0), offset + 1)
+        drain_s = await wait_drained(probe, targets, args.drain_timeout)
+        sampler.phase = "drained"
+        await asyncio.sleep(3)  # a few samples of the idle worker after the drain
+    finally:
+        sampling.cancel()
+        await asyncio.gather(sampling, return_exceptions=True)
+        await probe.stop()
+    return Overload(offered, count, positions, published_s, drain_s, rss_start, sampler.samples)
+
+
+def overload_figures(over: Overload, rss_after: float) -> dict[str, Any]:
+    """Offered rate, peak lag, RSS through the overload and drain time."""
+    during = [x for x in over.samples if x["phase"] == "overload"]
+    allrss = [x["rss_mb"] for x in over.samples]
+    peak = max(over.samples, key=lambda x: x["lag"])
+    half = len(during) // 2
+    return {
+        "offered_msgs_per_s": round(over.count / over.published_s, 1),
+        "offered_target_msgs_per_s": round(over.offered, 1),
+        "overload_seconds": round(over.published_s, 1),
+        "published": len(over.positions),
+        "peak_lag": peak["lag"],
+        "peak_lag_at_s": peak["t"],
+        "rss_mb_start": round(over.rss_start, 1),
+        "rss_mb_max": max([over.rss_start, *allrss]),
+        "rss_mb_first_half_max": max((x["rss_mb"] for x in during[:half]), default=None),
+        "rss_mb_second_half_max": max((x["rss_mb"] for x in during[half:]), default=None),
+        "rss_mb_after_drain": round(rss_after, 1),
+        "drain_seconds": round(over.drain_s, 1),
     }
 
 

@@ -197,27 +197,9 @@ def _item_from_object(
     limits: Limits,
     reject: Callable[[str, str, str | None], Rejection],
 ) -> FeedItem | Rejection:
-    raw_id = obj.get("id")
-    if raw_id is None:
-        item_id = origin.derived_id
-    elif isinstance(raw_id, str) and raw_id.strip():
-        if len(raw_id) > MAX_ID_CHARS:
-            return reject(
-                INVALID_FIELD, f"'id' has {len(raw_id)} characters, limit {MAX_ID_CHARS}", None
-            )
-        item_id = raw_id
-    elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
-        item_id = str(raw_id)
-        if len(item_id) > MAX_ID_CHARS:
-            return reject(
-                INVALID_FIELD, f"'id' has {len(item_id)} digits, limit {MAX_ID_CHARS}", None
-            )
-    else:
-        return reject(
-            INVALID_FIELD,
-            f"'id' must be a non-empty string or an integer, got {_short(raw_id)}",
-            None,
-        )
+    item_id = _item_id(obj.get("id"), origin, reject)
+    if isinstance(item_id, Rejection):
+        return item_id
     if "text" not in obj or obj["text"] is None:
         return reject(MISSING_TEXT, "object has no 'text' field", item_id)
     text = obj["text"]
@@ -233,19 +215,43 @@ def _item_from_object(
             f"text has {len(text)} characters, limit {limits.max_text_chars}",
             item_id,
         )
-    source = obj.get("source")
-    if source is not None and not isinstance(source, str):
-        return reject(
-            INVALID_FIELD, f"'source' must be a string, got {type(source).__name__}", item_id
-        )
-    meta = obj.get("meta")
-    if meta is not None and not isinstance(meta, dict):
-        return reject(
-            INVALID_FIELD, f"'meta' must be an object, got {type(meta).__name__}", item_id
-        )
-    ts = obj.get("ts")
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, str | int | float)):
-        return reject(
-            INVALID_FIELD, f"'ts' must be a string or a number, got {_short(ts)}", item_id
-        )
+    source, meta, ts = obj.get("source"), obj.get("meta"), obj.get("ts")
+    error = _optional_field_error(source, meta, ts)
+    if error is not None:
+        return reject(INVALID_FIELD, error, item_id)
     return FeedItem(id=item_id, text=text, origin=origin, source=source, ts=ts, meta=meta)
+
+
+def _item_id(
+    raw_id: Any, origin: Origin, reject: Callable[[str, str, str | None], Rejection]
+) -> str | Rejection:
+    if raw_id is None:
+        return origin.derived_id
+    if isinstance(raw_id, str) and raw_id.strip():
+        if len(raw_id) > MAX_ID_CHARS:
+            return reject(
+                INVALID_FIELD, f"'id' has {len(raw_id)} characters, limit {MAX_ID_CHARS}", None
+            )
+        return raw_id
+    if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+        item_id = str(raw_id)
+        if len(item_id) > MAX_ID_CHARS:
+            return reject(
+                INVALID_FIELD, f"'id' has {len(item_id)} digits, limit {MAX_ID_CHARS}", None
+            )
+        return item_id
+    return reject(
+        INVALID_FIELD,
+        f"'id' must be a non-empty string or an integer, got {_short(raw_id)}",
+        None,
+    )
+
+
+def _optional_field_error(source: Any, meta: Any, ts: Any) -> str | None:
+    if source is not None and not isinstance(source, str):
+        return f"'source' must be a string, got {type(source).__name__}"
+    if meta is not None and not isinstance(meta, dict):
+        return f"'meta' must be an object, got {type(meta).__name__}"
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, str | int | float)):
+        return f"'ts' must be a string or a number, got {_short(ts)}"
+    return None

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import faust
+from faust.types import TableT, TopicT
 from prometheus_client import CollectorRegistry
 
 from streams.alerts.spike_detector import (
@@ -74,12 +75,8 @@ def event_time(doc: dict[str, Any]) -> float | None:
     return ms / 1000.0 if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None
 
 
-def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
-    """The faust app with its topics, table, agents and timer, wired to `settings`."""
-    detector = SpikeDetector(spike_settings(settings), grace_s=settings.alert_grace_s)
-    metrics = AlertMetrics(registry, KeyLabels(settings.alert_metric_keys))
-    metrics.threshold.set(settings.alert_threshold)
-    app = faust.App(
+def _new_app(settings: Settings) -> faust.App:
+    return faust.App(
         settings.alert_app_id,
         **faust_broker_options(settings),
         store="memory://",
@@ -94,6 +91,114 @@ def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.Ap
         producer_acks=-1,
         web_enabled=False,
     )
+
+
+class _AlertHandlers:
+    """What the agents and the timer do per message, over the state they share."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        detector: SpikeDetector,
+        metrics: AlertMetrics,
+        keyed: TopicT,
+        alerts: TopicT,
+        state: TableT[str, dict[str, Any] | None],
+    ) -> None:
+        self.settings = settings
+        self.detector = detector
+        self.metrics = metrics
+        self.keyed = keyed
+        self.alerts = alerts
+        self.state = state
+        self.meta_fields = tuple(settings.alert_key_fields)
+        # Event time seen per partition of the keyed topic. A partition's keys are closed by
+        # its own watermark: partitions are consumed at different paces, and closing a key's
+        # window on another partition's time would turn its still-arriving items into late ones.
+        self.watermarks: dict[int, float] = {}
+
+    async def fan_out(self, value: Any) -> None:
+        """Re-key one labeled item as one event per alert key; count it if unreadable."""
+        metrics = self.metrics
+        metrics.records.inc()
+        try:
+            doc = json.loads(value)
+            sentiment = doc["labels"]["sentiment"]["label"]
+            ts = event_time(doc)
+            if ts is None or not isinstance(doc.get("id"), str):
+                raise ValueError("no event time or id")
+        except (ValueError, KeyError, TypeError):
+            metrics.unreadable.inc()
+            return
+        version = (doc.get("model") or {}).get("version")
+        for key in item_keys(doc, self.meta_fields):
+            metrics.sentiment.labels(key=metrics.keys.label(key), sentiment=sentiment).inc()
+            await self.keyed.send(
+                key=key.encode(),
+                value={"key": key, "ts": ts, "s": sentiment, "id": doc["id"], "v": version},
+            )
+
+    async def detect(self, partition: int, value: dict[str, Any]) -> None:
+        """One event of the keyed topic: a tick closes due windows, an item is counted."""
+        if value.get("tick"):
+            await self._close_due_windows(partition)
+        else:
+            await self._count(partition, value)
+
+    async def tick(self) -> None:
+        """Send a tick to every partition of the keyed topic."""
+        for partition in range(self.settings.topic_partitions):
+            await self.keyed.send(value={"tick": True}, partition=partition)
+
+    async def _close_due_windows(self, partition: int) -> None:
+        if partition not in self.watermarks:
+            return
+        cutoff = self.watermarks[partition] - self.settings.alert_grace_s
+        for key, key_state in list(self.state.items()):
+            if key_state is None or key_state.get("partition") != partition:
+                continue
+            results = self.detector.close_if_before(key_state, key, cutoff)
+            if results:
+                self.state[key] = key_state
+            for result in results:
+                await self._publish(result)
+
+    async def _count(self, partition: int, value: dict[str, Any]) -> None:
+        metrics, watermarks = self.metrics, self.watermarks
+        key = value["key"]
+        key_state = self.state.get(key) or new_state()
+        key_state["partition"] = partition
+        watermarks[partition] = max(watermarks.get(partition, 0.0), value["ts"])
+        metrics.watermark.set(min(watermarks.values()))
+        closed, counted = self.detector.add(
+            key_state, key, value["ts"], value["s"], value["id"], value.get("v")
+        )
+        metrics.key_updates.inc()
+        if not counted:
+            metrics.late.inc()
+        self.state[key] = key_state
+        for result in closed:
+            await self._publish(result)
+
+    async def _publish(self, result: WindowResult) -> None:
+        metrics = self.metrics
+        metrics.windows_closed.inc()
+        label = metrics.keys.current(result.key)
+        for sentiment, score in result.scores.items():
+            metrics.spike_score.labels(key=label, sentiment=sentiment).set(round(score, 3))
+        for alert in result.alerts:
+            doc = alert.to_json()
+            await self.alerts.send(key=alert.key.encode(), value=json.dumps(doc).encode())
+            metrics.alerts.labels(severity=alert.severity, sentiment=alert.sentiment).inc()
+            log.warning("sentiment spike: %s", json.dumps(doc))
+
+
+def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.App:
+    """The faust app with its topics, table, agents and timer, wired to `settings`."""
+    detector = SpikeDetector(spike_settings(settings), grace_s=settings.alert_grace_s)
+    metrics = AlertMetrics(registry, KeyLabels(settings.alert_metric_keys))
+    metrics.threshold.set(settings.alert_threshold)
+    app = _new_app(settings)
     labeled = app.topic(
         settings.output_topic, key_serializer="raw", value_serializer="raw", allow_empty=True
     )
@@ -110,80 +215,21 @@ def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.Ap
         partitions=settings.topic_partitions,
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
     )
-    meta_fields = tuple(settings.alert_key_fields)
-    # Event time seen per partition of the keyed topic. A partition's keys are closed by its
-    # own watermark: partitions are consumed at different paces, and closing a key's window
-    # on another partition's time would turn its still-arriving items into late ones.
-    watermarks: dict[int, float] = {}
+    handlers = _AlertHandlers(settings, detector, metrics, keyed, alerts, state)
 
-    async def publish(result: WindowResult) -> None:
-        metrics.windows_closed.inc()
-        label = metrics.keys.current(result.key)
-        for sentiment, score in result.scores.items():
-            metrics.spike_score.labels(key=label, sentiment=sentiment).set(round(score, 3))
-        for alert in result.alerts:
-            doc = alert.to_json()
-            await alerts.send(key=alert.key.encode(), value=json.dumps(doc).encode())
-            metrics.alerts.labels(severity=alert.severity, sentiment=alert.sentiment).inc()
-            log.warning("sentiment spike: %s", json.dumps(doc))
-
+    # The agents and the timer stay defined here: faust names them by qualified name.
     @app.agent(labeled)
     async def fan_out(stream: Any) -> None:
         async for value in stream:
-            metrics.records.inc()
-            try:
-                doc = json.loads(value)
-                sentiment = doc["labels"]["sentiment"]["label"]
-                ts = event_time(doc)
-                if ts is None or not isinstance(doc.get("id"), str):
-                    raise ValueError("no event time or id")
-            except (ValueError, KeyError, TypeError):
-                metrics.unreadable.inc()
-                continue
-            version = (doc.get("model") or {}).get("version")
-            for key in item_keys(doc, meta_fields):
-                metrics.sentiment.labels(key=metrics.keys.label(key), sentiment=sentiment).inc()
-                await keyed.send(
-                    key=key.encode(),
-                    value={"key": key, "ts": ts, "s": sentiment, "id": doc["id"], "v": version},
-                )
+            await handlers.fan_out(value)
 
     @app.agent(keyed)
     async def detect(stream: Any) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            value = event.value
-            if value.get("tick"):
-                if partition not in watermarks:
-                    continue
-                cutoff = watermarks[partition] - settings.alert_grace_s
-                for key, key_state in list(state.items()):
-                    if key_state is None or key_state.get("partition") != partition:
-                        continue
-                    results = detector.close_if_before(key_state, key, cutoff)
-                    if results:
-                        state[key] = key_state
-                    for result in results:
-                        await publish(result)
-                continue
-            key = value["key"]
-            key_state = state.get(key) or new_state()
-            key_state["partition"] = partition
-            watermarks[partition] = max(watermarks.get(partition, 0.0), value["ts"])
-            metrics.watermark.set(min(watermarks.values()))
-            closed, counted = detector.add(
-                key_state, key, value["ts"], value["s"], value["id"], value.get("v")
-            )
-            metrics.key_updates.inc()
-            if not counted:
-                metrics.late.inc()
-            state[key] = key_state
-            for result in closed:
-                await publish(result)
+            await handlers.detect(event.message.partition, event.value)
 
     @app.timer(interval=settings.alert_tick_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:
-        for partition in range(settings.topic_partitions):
-            await keyed.send(value={"tick": True}, partition=partition)
+        await handlers.tick()
 
     return app

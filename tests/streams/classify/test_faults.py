@@ -243,6 +243,71 @@ def report(
     )
 
 
+def fault_settings(
+    settings_factory: Callable[..., Settings], broker: EmbeddedBroker, server: TritonServer
+) -> Settings:
+    """Workers on the Triton backend with a short Triton timeout and session timeout."""
+    return settings_factory(
+        broker,
+        backend="triton",
+        triton_url=server.grpc_url,
+        triton_timeout_s=2.0,
+        # A killed worker's partitions wait for its session to expire: 6 s, not 10,
+        # keeps the schedule short; still above the longest broker stop plus a heartbeat.
+        session_timeout_ms=6000,
+    )
+
+
+async def publish_through_faults(
+    settings: Settings, injector: Injector, stop: asyncio.Event, outcomes: list[str | None]
+) -> list[Position]:
+    """Publish the paced stream for as long as the fault schedule runs; the positions."""
+    publisher = asyncio.create_task(publish(settings, stream(tweets(), stop, outcomes), rate=RATE))
+    try:
+        await injector.run()
+    finally:
+        stop.set()
+    return await publisher
+
+
+async def audit_with_copies(
+    settings: Settings, positions: list[Position]
+) -> tuple[Audit, defaultdict[Position, list[Copy]]]:
+    """Read back the outputs and dead letters of `positions`, with every copy of each."""
+    copies: defaultdict[Position, list[Copy]] = defaultdict(list)
+
+    def collect(_: Audit, rec: Any) -> None:
+        pos, copy = copy_of(rec, settings)
+        copies[pos].append(copy)
+
+    audit = await audit_outputs(
+        settings, positions, by="position", timeout_s=180, on_record=collect, settle_s=3
+    )
+    return audit, copies
+
+
+def stop_survivors(workers: WorkerProcesses, injector: Injector) -> list[int]:
+    """SIGTERM the two workers that were never killed; their exit codes."""
+    alive = [p for p in workers.procs if p.pid not in injector.killed]
+    assert len(alive) == 2
+    for proc in alive:
+        proc.send_signal(signal.SIGTERM)
+    return [proc.wait(timeout=30) for proc in alive]
+
+
+def check_outcomes(audit: Audit, positions: list[Position], outcomes: list[str | None]) -> None:
+    """Every valid input labeled by Triton, every invalid one dead-lettered for its reason."""
+    for pos, reason in zip(positions, outcomes, strict=True):
+        if reason is None:
+            assert pos in audit.labeled_at, f"valid input at {pos} was not labeled"
+        else:
+            assert audit.reasons_at.get(pos) == reason, pos
+    assert m.CLASSIFY_FAILED not in audit.reasons_at.values(), "Triton's absence dead-lettered"
+    ids = {f"f-{n}" for n, reason in enumerate(outcomes) if reason is None}
+    assert not ids - set(audit.labeled)
+    assert all(model.endswith("(triton)") for model in audit.models), audit.models
+
+
 @pytest.mark.timeout(420)  # includes building the session model when run alone
 async def test_random_faults_under_a_steady_stream_lose_nothing(
     broker: EmbeddedBroker,
@@ -258,49 +323,21 @@ async def test_random_faults_under_a_steady_stream_lose_nothing(
     outcomes: list[str | None] = []
     workers: WorkerProcesses | None = None
     try:
-        settings = settings_factory(
-            broker,
-            backend="triton",
-            triton_url=server.grpc_url,
-            triton_timeout_s=2.0,
-            # A killed worker's partitions wait for its session to expire: 6 s, not 10,
-            # keeps the schedule short; still above the longest broker stop plus a heartbeat.
-            session_timeout_ms=6000,
-        )
+        settings = fault_settings(settings_factory, broker, server)
         await ensure_topics(settings, pipeline_topics(settings))
         workers = WorkerProcesses(settings, tmp_path)
         workers.start(2)
         await workers.wait_ready()
 
         started = time.time()
-        publisher = asyncio.create_task(
-            publish(settings, stream(tweets(), stop_publishing, outcomes), rate=RATE)
-        )
         injector = Injector(rng, workers, server, broker, pool)
-        try:
-            await injector.run()
-        finally:
-            stop_publishing.set()
-        positions = await publisher
+        positions = await publish_through_faults(settings, injector, stop_publishing, outcomes)
         injector.check_workers()
-
-        copies: defaultdict[Position, list[Copy]] = defaultdict(list)
-
-        def collect(_: Audit, rec: Any) -> None:
-            pos, copy = copy_of(rec, settings)
-            copies[pos].append(copy)
-
         schedule_s = time.time() - started
-        audit = await audit_outputs(
-            settings, positions, by="position", timeout_s=180, on_record=collect, settle_s=3
-        )
+        audit, copies = await audit_with_copies(settings, positions)
         drain_s = time.time() - started - schedule_s
         injector.check_workers()
-        alive = [p for p in workers.procs if p.pid not in injector.killed]
-        assert len(alive) == 2
-        for proc in alive:
-            proc.send_signal(signal.SIGTERM)
-        codes = [proc.wait(timeout=30) for proc in alive]
+        codes = stop_survivors(workers, injector)
     finally:
         stop_publishing.set()
         if workers is not None:
@@ -315,13 +352,5 @@ async def test_random_faults_under_a_steady_stream_lose_nothing(
 
     assert len(injector.faults) >= 20
     assert not missing, f"{len(missing)} inputs lost, e.g. {sorted(missing)[:5]}"
-    for pos, reason in zip(positions, outcomes, strict=True):
-        if reason is None:
-            assert pos in audit.labeled_at, f"valid input at {pos} was not labeled"
-        else:
-            assert audit.reasons_at.get(pos) == reason, pos
-    assert m.CLASSIFY_FAILED not in audit.reasons_at.values(), "Triton's absence dead-lettered"
-    ids = {f"f-{n}" for n, reason in enumerate(outcomes) if reason is None}
-    assert not ids - set(audit.labeled)
-    assert all(model.endswith("(triton)") for model in audit.models), audit.models
+    check_outcomes(audit, positions, outcomes)
     assert codes == [0, 0], "workers must leave cleanly on SIGTERM"
