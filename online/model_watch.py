@@ -16,7 +16,7 @@ from online.feedback import Feedback, FeedbackJoin, Joined, Observation
 from online.hybrid import HybridHead
 from online.jobs import Decision, FineTuneJob
 from online.policy import FineTunePolicy
-from serving.backends.contract import TaskHead
+from serving.tasks import TaskHead
 
 log = logging.getLogger(__name__)
 

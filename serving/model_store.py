@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.backends.contract import TaskHead
+from serving.tasks import TaskHead
 
 MANIFEST = "feedpulse.json"
 FP32_FILE = "model.onnx"

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from serving.backends.contract import TaskHead
 from serving.model_store import ModelNotFoundError, ModelVersion
+from serving.tasks import TaskHead
 
 
 def default_checkpoint() -> str:

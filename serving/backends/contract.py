@@ -9,19 +9,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-
-@dataclass(frozen=True)
-class TaskHead:
-    """One classification head on the shared encoder (multi-class softmax)."""
-
-    name: str
-    labels: tuple[str, ...]
-
-
-DEFAULT_TASKS: tuple[TaskHead, ...] = (
-    TaskHead("sentiment", ("negative", "neutral", "positive")),
-    TaskHead("topic", ("World", "Sports", "Business", "Sci/Tech")),
-)
+from serving.tasks import TaskHead
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from online.feedback import (
 )
 from online.jobs import Decision
 from online.model_watch import ModelWatch, WatchConfig
-from serving.backends.contract import DEFAULT_TASKS, TaskHead
 from serving.model_store import load_version, serving_version
+from serving.tasks import DEFAULT_TASKS, TaskHead
 from streams.kafka.clients import group_consumer, kafka_client_options
 from streams.kafka.records import DLQ_HEADER_PREFIX, dead_letter_headers, decode_embedding
 from streams.kafka.topics import ensure_topics

@@ -8,7 +8,7 @@ import numpy as np
 from online.feedback import Feedback, Observation
 from online.jobs import Decision
 from online.model_watch import ModelWatch, WatchConfig
-from serving.backends.contract import DEFAULT_TASKS
+from serving.tasks import DEFAULT_TASKS
 
 SENTIMENT = DEFAULT_TASKS[0]
 

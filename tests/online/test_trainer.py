@@ -6,7 +6,7 @@ import pytest
 
 from online.jobs import Decision, FineTuneJob
 from online.trainer import MIN_TASK_ROWS, PromotionRule, job_sets
-from serving.backends.contract import DEFAULT_TASKS
+from serving.tasks import DEFAULT_TASKS
 
 
 @pytest.mark.parametrize(

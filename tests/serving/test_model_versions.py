@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.backends.contract import DEFAULT_TASKS, ModelInfo, Prediction
+from serving.backends.contract import ModelInfo, Prediction
 from serving.backends.hot_swap import FollowingClassifier
 from serving.model_store import (
     CANDIDATES_DIR,
@@ -21,6 +21,7 @@ from serving.model_store import (
     serving_version,
     version_states,
 )
+from serving.tasks import DEFAULT_TASKS
 
 NAME = "m"
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from serving.backends.contract import DEFAULT_TASKS, ModelInfo, Prediction, TaskPrediction
+from serving.backends.contract import ModelInfo, Prediction, TaskPrediction
+from serving.tasks import DEFAULT_TASKS
 from streams import messages as m
 from streams.kafka.records import labeled_value
 

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from serving.backends.contract import DEFAULT_TASKS, ModelInfo, Prediction, TaskPrediction
+from serving.backends.contract import ModelInfo, Prediction, TaskPrediction
+from serving.tasks import DEFAULT_TASKS
 from streams import messages as m
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.publish import Record, publish
