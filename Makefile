@@ -46,6 +46,7 @@ demo: setup
 lint: setup-dev
 	$(BIN)/ruff check streams serving online tests bench
 	$(BIN)/ruff format --check streams serving online tests bench
+	$(BIN)/lint-imports
 
 typecheck: setup-dev
 	$(BIN)/mypy
