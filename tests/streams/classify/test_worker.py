@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from streams import messages as m
 from streams.classify.backend import open_classifier
+from streams.classify.delivery import Delivery
 from streams.classify.producer import TransactionsUnsupportedError
 from streams.classify.worker import ClassifyWorker
 from streams.kafka.broker import EmbeddedBroker
@@ -280,15 +281,16 @@ async def test_redelivered_outputs_repeat_their_id_header_so_deduplication_is_ex
     records, _ = mixed_feed(40)
     first, task = await start_worker(settings)
 
-    async def acknowledged_but_never_committed(batch: Any) -> bool:
+    async def acknowledged_but_never_committed(delivery: Delivery, batch: Any) -> bool:
         return True
 
-    monkeypatch.setattr(first, "_commit", acknowledged_but_never_committed)
+    monkeypatch.setattr(Delivery, "_commit", acknowledged_but_never_committed)
     try:
         positions = await publish(settings, records)
         await audit_outputs(settings, positions, by="position", timeout_s=90)
     finally:
         await stop_worker(first, task)
+        monkeypatch.undo()  # the second worker commits as usual
 
     second, task = await start_worker(settings)
     copies: defaultdict[str, list[Any]] = defaultdict(list)
