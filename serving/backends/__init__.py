@@ -1,2 +1,2 @@
 """Inference backends behind one contract: in-process ONNX Runtime, Triton over gRPC,
-and the hot swap that follows the served version. Imports the model store and tokenizer."""
+and the hot swap that follows the served version. Imports the tasks, model store and tokenizer."""

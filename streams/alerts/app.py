@@ -217,7 +217,8 @@ def build_alert_app(settings: Settings, registry: CollectorRegistry) -> faust.Ap
     )
     handlers = _AlertHandlers(settings, detector, metrics, keyed, alerts, state)
 
-    # The agents and the timer stay defined here: faust names them by qualified name.
+    # The agents and the timer stay closures here, as before the handlers moved out: faust
+    # names each after its module and function, and a rename would show in its logs.
     @app.agent(labeled)
     async def fan_out(stream: Any) -> None:
         async for value in stream:

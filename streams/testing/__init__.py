@@ -1,3 +1,3 @@
 """Drivers the demo, tests and benchmarks share: output audits, feed replays, scenarios.
 
-May use any of `streams`; no worker imports them."""
+May use any of `streams` below the CLI; no worker imports them."""
