@@ -64,9 +64,17 @@ def outside_addresses() -> list[str]:
     return [a for a in out.stdout.split() if "." in a and not a.startswith("127.")]
 
 
-def assert_loopback_only(pid: int, ports: set[int]) -> None:
-    """Every listener of `pid` is on 127.0.0.1, `ports` among them; refused from outside."""
+def assert_loopback_only(pid: int, ports: set[int], bind_timeout_s: float = 15.0) -> None:
+    """Every listener of `pid` is on 127.0.0.1, `ports` among them; refused from outside.
+
+    Ready is not bound: Triton reports ready over HTTP while it may still be opening its
+    other listeners, so the ports get a few seconds to appear.
+    """
+    deadline = time.monotonic() + bind_timeout_s
     sockets = listening_sockets(pid)
+    while not ports <= {port for _, port in sockets} and time.monotonic() < deadline:
+        time.sleep(0.2)
+        sockets = listening_sockets(pid)
     assert ports <= {port for _, port in sockets}, sockets
     assert {host for host, _ in sockets} == {"127.0.0.1"}, sockets
     for address in outside_addresses():
