@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     model_watch_s: float = Field(2.0, gt=0)
     # Labeled outputs carry the pooled embedding (float16, base64) for the model watch.
     output_embedding: bool = True
+    # Compression of the worker's output batches (labeled documents and dead letters); every
+    # feedpulse consumer reads all four codecs, whatever this says.
+    output_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
 
     # Online learning: the model watch (`feedpulse watch`) and the trainer.
     feedback_topic: str = "feeds.feedback"

@@ -52,6 +52,9 @@ def output_producer(settings: Settings, client_id: str, tid: str | None) -> AIOK
         acks="all",
         linger_ms=5,
         max_request_size=output_max_bytes(settings),
+        compression_type=None
+        if settings.output_compression == "none"
+        else settings.output_compression,
         **transactional_options(tid),
     )
 
