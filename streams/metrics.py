@@ -7,6 +7,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+def stuck_partition_gauge(registry: CollectorRegistry) -> Gauge:
+    """Per partition, the offset a consumer cannot read past (a batch no codec decodes)."""
+    return Gauge(
+        "feedpulse_partition_stuck_offset",
+        "Offset of a fetched batch that cannot be decoded, per partition (absent when none)",
+        ["topic", "partition"],
+        registry=registry,
+    )
+
+
 class WorkerMetrics:
     """Everything an operator needs to see of one classify worker."""
 
@@ -57,6 +67,7 @@ class WorkerMetrics:
             ["stage"],
             registry=registry,
         )
+        self.stuck = stuck_partition_gauge(registry)
         self.commit_failures = Counter(
             "feedpulse_commit_failures",
             "Offset commits that failed (the batch will be redelivered)",
@@ -183,6 +194,27 @@ class AlertMetrics:
             "Event time every partition of the alert worker has reached (Unix seconds)",
             registry=registry,
         )
+        self.future_timestamps = Counter(
+            "feedpulse_alert_future_timestamps",
+            "Items stamped more than alert_max_skew_s ahead of the clock (counted at arrival)",
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "feedpulse_alert_dead_lettered",
+            "Records the alert workers sent to the dead-letter topic, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.keys_evicted = Counter(
+            "feedpulse_alert_keys_evicted",
+            "Idle keys dropped from the alert state (alert_idle_windows without an item)",
+            registry=registry,
+        )
+        self.keys_held = Gauge(
+            "feedpulse_alert_keys",
+            "Keys in this alert worker's state",
+            registry=registry,
+        )
 
 
 class WatchMetrics:
@@ -263,3 +295,10 @@ class WatchMetrics:
             ["topic"],
             registry=registry,
         )
+        self.join_bytes = Gauge(
+            "feedpulse_feedback_join_bytes",
+            "Bytes held by the feedback join (kind: predictions, waiting)",
+            ["kind"],
+            registry=registry,
+        )
+        self.stuck = stuck_partition_gauge(registry)

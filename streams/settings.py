@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(1_048_576, ge=1)
     max_text_chars: int = Field(20_000, ge=1)
     max_json_depth: int = Field(16, ge=1)
+    # A partition whose fetched batch no codec can decode (corrupt on the wire or on disk)
+    # is paused, reported, and fetched again after this many seconds.
+    stuck_retry_s: float = Field(30.0, gt=0)
 
     # Model
     model_repository: Path = Path("triton_models")
@@ -99,6 +102,13 @@ class Settings(BaseSettings):
     # Keys with a series of their own in the metrics; the rest report as key="other".
     alert_metric_keys: int = Field(50, ge=1)
     alert_metrics_port: int = Field(9401, ge=0, le=65535)
+    # A record timestamp more than this far ahead of the alert worker's clock is not
+    # trusted: the item counts at its arrival time (and in a metric), so one future-dated
+    # record cannot move a key's clock or a partition's watermark.
+    alert_max_skew_s: float = Field(300.0, ge=0)
+    # Keys with no item for this many windows are dropped from the state (with a
+    # changelog tombstone), so the table holds the keys that are live, not every key ever seen.
+    alert_idle_windows: int = Field(10, ge=1)
 
     # Workers follow the served version (the newest numbered one) unless `model_version`
     # pins one: promotions and rollbacks reach them within this many seconds.
@@ -121,6 +131,10 @@ class Settings(BaseSettings):
     # dead-lettered as unmatched.
     feedback_window_s: float = Field(3600.0, gt=0)
     feedback_max_items: int = Field(100_000, ge=1)
+    # Byte budgets of the join: predictions kept (text + embedding) and feedback waiting;
+    # the oldest prediction goes first, waiting feedback over budget is dead-lettered.
+    feedback_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    feedback_waiting_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # Feedback rows kept per task for fine-tuning jobs (the newest).
     feedback_keep_rows: int = Field(20_000, ge=1)
     # ADWIN confidence for the confidence, label-mix and error-rate detectors.
@@ -140,6 +154,9 @@ class Settings(BaseSettings):
     finetune_max_rows: int = Field(5000, ge=1)
     finetune_cooldown_s: float = Field(1800.0, ge=0)
     finetune_volume_trigger: int = Field(0, ge=0)
+    # The largest fine-tuning job record: the watch keeps a job's newest rows that fit, its
+    # producer and the jobs topic (`max.message.bytes`) accept this size, the trainer reads it.
+    jobs_max_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
     # Trainer: replay rows of the original data, old-domain test rows checked, steps.
     finetune_replay_rows: int = Field(4000, ge=0)
     finetune_old_eval_rows: int = Field(1000, ge=0)
