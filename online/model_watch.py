@@ -38,11 +38,15 @@ class WatchConfig:
     hybrid_window: int = 500
     feedback_window_s: float = 3600.0
     feedback_max_items: int = 100_000
+    feedback_max_bytes: int = 256 * 1024 * 1024
+    feedback_waiting_max_bytes: int = 64 * 1024 * 1024
     feedback_keep_rows: int = 20_000
     finetune_min_feedback: int = 1000
     finetune_max_rows: int = 5000
     finetune_cooldown_s: float = 1800.0
     finetune_volume_trigger: int = 0
+    # An encoded job is at most this big (the oldest rows are left out to fit).
+    jobs_max_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass
@@ -90,7 +94,12 @@ class ModelWatch:
 
     def __post_init__(self) -> None:
         c = self.config
-        self.join = FeedbackJoin(c.feedback_window_s, c.feedback_max_items)
+        self.join = FeedbackJoin(
+            window_s=c.feedback_window_s,
+            max_items=c.feedback_max_items,
+            max_bytes=c.feedback_max_bytes,
+            waiting_max_bytes=c.feedback_waiting_max_bytes,
+        )
         self.hybrid = HybridHead(
             [t.name for t in c.tasks], learning_rate=c.hybrid_learning_rate, window=c.hybrid_window
         )
@@ -226,7 +235,7 @@ class ModelWatch:
         return [fb for fb in self.join.expire(now) if self._unmatched(fb) is not None]
 
     def due_job(self, now: float, base_version: int | None) -> FineTuneJob | None:
-        """A fine-tuning job if the policy says one is due now."""
+        """A fine-tuning job if the policy says one is due now, within `jobs_max_bytes`."""
         if base_version is None:
             return None
         reasons = self.policy.due(now)
@@ -247,7 +256,21 @@ class ModelWatch:
         )
         self.policy.started(job.id)
         self._trigger_seq = None
+        try:
+            job = job.fitted(self.config.jobs_max_bytes)
+        except ValueError as exc:
+            # Nothing to queue; the cooldown keeps the next tick from trying the same again.
+            self.policy.finished(job.id, now)
+            log.error("fine-tuning job %s dropped: %s", job.id, exc)
+            return None
         self.counts.jobs += 1
+        if job.rows_dropped_for_size:
+            log.warning(
+                "fine-tuning job %s: oldest rows left out to fit %d bytes: %s",
+                job.id,
+                self.config.jobs_max_bytes,
+                job.rows_dropped_for_size,
+            )
         log.warning(
             "fine-tuning job %s queued from version %s: %s rows, reasons %s",
             job.id,

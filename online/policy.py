@@ -13,12 +13,14 @@ class FineTunePolicy:
 
     A drift trigger waits for `min_feedback` labeled rows observed after it, so the job
     has new-domain data to learn from. `volume_trigger` (rows since the last job, 0 = off)
-    queues a job without drift.
+    queues a job without drift. At most `max_triggers` are kept as a job's reasons (the
+    first ones); later ones are only counted in `coalesced`.
     """
 
     min_feedback: int = 1000
     cooldown_s: float = 1800.0
     volume_trigger: int = 0
+    max_triggers: int = 100
     triggers: list[dict[str, Any]] = field(default_factory=list)
     in_flight: str | None = None
     coalesced: int = 0
@@ -32,7 +34,9 @@ class FineTunePolicy:
             self.coalesced += 1
         if not self.triggers:
             self._rows_since_trigger = 0
-        self.triggers.append(event)
+        # Drift that keeps firing for hours must not grow the job's reasons without bound.
+        if len(self.triggers) < self.max_triggers:
+            self.triggers.append(event)
 
     def on_feedback(self, rows: int = 1) -> None:
         """Labeled rows became available for training."""
@@ -69,7 +73,7 @@ class FineTunePolicy:
         if job_id != self.in_flight:
             return False
         self.in_flight = None
-        self.coalesced += len(self.triggers)
+        # Each was counted in `coalesced` when it arrived.
         self.triggers = []
         self._cooldown_until = now + self.cooldown_s
         return True

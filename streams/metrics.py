@@ -261,16 +261,7 @@ class WatchMetrics:
             ["outcome"],
             registry=registry,
         )
-        self.waiting = Gauge(
-            "feedpulse_feedback_waiting",
-            "Feedback records waiting for their prediction",
-            registry=registry,
-        )
-        self.kept = Gauge(
-            "feedpulse_feedback_predictions_kept",
-            "Predictions kept for feedback to join",
-            registry=registry,
-        )
+        self._join_gauges(registry)
         self.accuracy = Gauge(
             "feedpulse_prequential_accuracy",
             "Rolling test-then-train accuracy on feedback, per task and learner",
@@ -295,10 +286,22 @@ class WatchMetrics:
             ["topic"],
             registry=registry,
         )
+        self.stuck = stuck_partition_gauge(registry)
+
+    def _join_gauges(self, registry: CollectorRegistry) -> None:
+        self.waiting = Gauge(
+            "feedpulse_feedback_waiting",
+            "Feedback records waiting for their prediction",
+            registry=registry,
+        )
+        self.kept = Gauge(
+            "feedpulse_feedback_predictions_kept",
+            "Predictions kept for feedback to join",
+            registry=registry,
+        )
         self.join_bytes = Gauge(
             "feedpulse_feedback_join_bytes",
             "Bytes held by the feedback join (kind: predictions, waiting)",
             ["kind"],
             registry=registry,
         )
-        self.stuck = stuck_partition_gauge(registry)

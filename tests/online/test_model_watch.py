@@ -3,7 +3,11 @@ learned from, a new model version restarts the detectors, decisions end the job.
 
 from __future__ import annotations
 
+import logging
+import os
+
 import numpy as np
+import pytest
 
 from online.feedback import Feedback, Observation
 from online.jobs import Decision
@@ -85,3 +89,40 @@ def test_unmatched_feedback_with_text_is_kept_and_without_text_comes_back() -> N
     assert [fb.id for fb in back] == ["y"]
     assert watch.counts.unmatched_kept == 1 and watch.counts.unmatched_dead == 1
     assert [r.text for r in watch.rows["sentiment"]] == ["kept as a training row"]
+
+
+def feed_long_rows(watch: ModelWatch, n: int) -> None:
+    """n joined predictions whose texts (2,000 random hex characters) gzip cannot squash."""
+    for i in range(n):
+        text = f"{i:04d} {os.urandom(1000).hex()}"
+        watch.observe(Observation(f"i{i}", text, {"sentiment": "neutral"}, None, "1", 0.0), {})
+        watch.feedback(Feedback(f"i{i}", "sentiment", "neutral"), 0.0)
+
+
+def test_a_due_job_is_fitted_to_the_job_byte_budget_keeping_the_newest_rows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch = ModelWatch(config(finetune_volume_trigger=50, jobs_max_bytes=20_000))
+    feed_long_rows(watch, 50)
+    with caplog.at_level(logging.WARNING, logger="online.model_watch"):
+        job = watch.due_job(now=0, base_version=1)
+    assert job is not None and len(job.encode()) <= 20_000
+    rows = job.rows["sentiment"]
+    assert 0 < len(rows) < 50 and rows[-1][0].startswith("0049 ")
+    assert job.rows_dropped_for_size == {"sentiment": 50 - len(rows)}
+    assert "left out to fit 20000 bytes" in caplog.text
+    assert watch.counts.jobs == 1
+
+
+def test_a_job_that_cannot_fit_its_budget_is_dropped_and_the_cooldown_starts() -> None:
+    watch = ModelWatch(config(finetune_volume_trigger=5, jobs_max_bytes=100))
+    feed_long_rows(watch, 5)
+    assert watch.due_job(now=0, base_version=1) is None
+    assert watch.policy.in_flight is None and watch.counts.jobs == 0
+    feed_long_rows(watch, 5)
+    assert watch.due_job(now=1, base_version=1) is None  # cooling down, not retrying
+
+
+def test_the_join_gets_the_byte_budgets_of_the_config() -> None:
+    watch = ModelWatch(config(feedback_max_bytes=12_345, feedback_waiting_max_bytes=6_789))
+    assert (watch.join.max_bytes, watch.join.waiting_max_bytes) == (12_345, 6_789)

@@ -48,3 +48,17 @@ def test_a_feedback_volume_starts_a_job_without_drift() -> None:
     assert policy.due(now=0) is None
     policy.on_feedback(1)
     assert policy.due(now=0) == [{"detector": "feedback_volume", "rows": 100}]
+
+
+def test_reasons_are_bounded_and_each_coalesced_trigger_counted_once() -> None:
+    policy = FineTunePolicy(min_feedback=1, cooldown_s=0, max_triggers=3)
+    for i in range(10):
+        policy.on_drift({"detector": f"d{i}"})
+    policy.on_feedback(1)
+    reasons = policy.due(now=0)
+    assert reasons is not None and [r["detector"] for r in reasons] == ["d0", "d1", "d2"]
+    assert policy.coalesced == 9
+    policy.started("job-1")
+    policy.on_drift({"detector": "late"})
+    assert policy.finished("job-1", now=0)
+    assert policy.coalesced == 10
