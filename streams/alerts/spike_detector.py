@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SENTIMENTS = ("negative", "neutral", "positive")
+MAX_KEY_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -139,10 +140,14 @@ class SpikeDetector:
         sentiment: str,
         item_id: str,
         model_version: str | None,
+        *,
+        advance: bool = True,
     ) -> tuple[list[WindowResult], bool]:
         """Count one item into `state` (mutated). Returns (windows it closed, counted?).
 
-        An item of a slot already closed is late: not counted (False).
+        An item of a slot already closed is late: not counted (False). With `advance`
+        False (its time is an arrival time standing in for an untrusted timestamp) the item
+        is counted but does not move the key's clock, so it closes nothing.
         """
         slot = self.slot_of(ts)
         counted = state["last"] is None or slot > state["last"]
@@ -156,8 +161,23 @@ class SpikeDetector:
                 if len(samples) < self.settings.samples:
                     samples.append(item_id)
             state["model_version"] = model_version
+        if not advance:
+            return [], counted
         state["max_ts"] = ts if state["max_ts"] is None else max(state["max_ts"], ts)
         return self.close_if_before(state, key, state["max_ts"] - self.grace_s), counted
+
+    def newest_time(self, state: dict[str, Any]) -> float | None:
+        """The event time of the key's newest item, as far as its state tells (None: empty).
+
+        The newest trusted item, or the start of the newest slot: an item counted at its
+        arrival time is in a slot but not in `max_ts`, and must keep the key alive too.
+        """
+        times = [int(slot) * self.hop_s for slot in state["open"]]
+        if state["max_ts"] is not None:
+            times.append(state["max_ts"])
+        if state["last"] is not None:
+            times.append(state["last"] * self.hop_s)
+        return max(times, default=None)
 
     def close_if_before(
         self, state: dict[str, Any], key: str, watermark: float
@@ -232,13 +252,17 @@ class SpikeDetector:
 
 
 def item_keys(doc: dict[str, Any], meta_fields: Sequence[str]) -> list[str]:
-    """The alert keys a labeled item counts towards: its source, its topic, chosen meta fields."""
+    """The alert keys a labeled item counts towards: its source, its topic, chosen meta fields.
+
+    A value longer than MAX_KEY_CHARS is no key: keys live in the state table and in
+    metric labels, and a producer must not be able to make either hold megabyte strings.
+    """
     keys: list[str] = []
     source = doc.get("source")
-    if isinstance(source, str) and source:
+    if isinstance(source, str) and 0 < len(source) <= MAX_KEY_CHARS:
         keys.append(f"source:{source}")
     topic = doc.get("labels", {}).get("topic", {}).get("label")
-    if isinstance(topic, str):
+    if isinstance(topic, str) and len(topic) <= MAX_KEY_CHARS:
         keys.append(f"topic:{topic}")
     meta = doc.get("meta")
     if isinstance(meta, dict):
@@ -246,6 +270,8 @@ def item_keys(doc: dict[str, Any], meta_fields: Sequence[str]) -> list[str]:
             value = meta.get(name)
             values = value if isinstance(value, list) else [value]
             for v in values[:10]:
-                if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v):
-                    keys.append(f"{name}:{v}")
+                if isinstance(v, (str, int)) and not isinstance(v, bool):
+                    text = str(v) if isinstance(v, str) or abs(v) < 10**20 else ""
+                    if 0 < len(text) <= MAX_KEY_CHARS:
+                        keys.append(f"{name}:{text}")
     return keys

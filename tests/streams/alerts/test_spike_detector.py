@@ -146,3 +146,29 @@ def test_key_labels_are_bounded() -> None:
     seen = {labels.label(f"k{i % 5000}") for i in range(20_000)}
     assert len(seen) == 4 and "other" in seen
     assert labels.label("k1") == labels.label("k1")
+
+
+def test_an_item_that_does_not_advance_is_counted_but_closes_nothing() -> None:
+    detector = SpikeDetector(SETTINGS)
+    state = new_state()
+    detector.add(state, "k", 12.0, "negative", "a", None)
+    closed, counted = detector.add(state, "k", 1e6, "neutral", "b", None, advance=False)
+    assert closed == [] and counted and state["max_ts"] == 12.0
+    assert sorted(state["open"]) == ["2", str(detector.slot_of(1e6))]
+    assert detector.newest_time(state) == detector.slot_of(1e6) * detector.hop_s
+    assert detector.newest_time(new_state()) is None
+
+
+def test_newest_time_follows_the_newest_item() -> None:
+    detector = SpikeDetector(SETTINGS)
+    state = new_state()
+    for ts in (3.0, 17.0, 18.5):
+        detector.add(state, "k", ts, "negative", str(ts), None)
+    assert detector.newest_time(state) == 18.5
+    detector.close_if_before(state, "k", 1e9)
+    assert state["open"] == {} and detector.newest_time(state) == 18.5
+
+
+def test_overlong_values_are_no_keys() -> None:
+    doc = {"source": "s" * 201, "meta": {"ticker": ["A" * 200, "B" * 201, 10**30, 42]}}
+    assert item_keys(doc, ["ticker"]) == [f"ticker:{'A' * 200}", "ticker:42"]
