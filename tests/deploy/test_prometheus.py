@@ -38,12 +38,13 @@ PROMQL_WORDS = {
 
 def exported_metric_names() -> set[str]:
     """Every series name the classify and alert workers and the model watch can expose."""
-    registry = CollectorRegistry()
-    WorkerMetrics(registry)
-    AlertMetrics(registry, KeyLabels(10))
-    WatchMetrics(registry)
+    # One registry each, as in the processes: the stuck-partition gauge is in two of them.
+    registries = [CollectorRegistry() for _ in range(3)]
+    WorkerMetrics(registries[0])
+    AlertMetrics(registries[1], KeyLabels(10))
+    WatchMetrics(registries[2])
     names: set[str] = set()
-    for family in registry.collect():
+    for family in (f for registry in registries for f in registry.collect()):
         suffixes = {
             "counter": ("_total",),
             "histogram": ("_bucket", "_count", "_sum"),
