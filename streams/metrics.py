@@ -196,7 +196,7 @@ class AlertMetrics:
         )
         self.future_timestamps = Counter(
             "feedpulse_alert_future_timestamps",
-            "Items stamped more than alert_max_skew_s ahead of the clock (counted at arrival)",
+            "Items whose timestamp is unusable or more than alert_max_skew_s ahead (counted at arrival)",
             registry=registry,
         )
         self.dead_lettered = Counter(

@@ -53,7 +53,7 @@ from streams.kafka.records import (
     DLQ_HEADER_PREFIX,
     Headers,
     dead_letter_headers,
-    dead_letter_value,
+    dead_letter_record,
 )
 from streams.kafka.topics import output_max_bytes
 from streams.messages import MAX_ID_CHARS, Origin, Rejection
@@ -303,13 +303,9 @@ class _AlertHandlers:
         ts_ms = int(message.timestamp * 1000) if message.timestamp else None
         origin = Origin(message.topic, message.partition, message.offset, message.key, ts_ms)
         rejection = Rejection(origin.derived_id, reason, error, origin)
-        value, extra = dead_letter_value(message.value, self.settings.max_message_bytes)
-        headers = [*dead_letter_headers(rejection, STAGE), *extra]
-        # Kafka clients refuse a record with neither key nor value: key such a dead letter
-        # by its position, which its headers carry anyway.
-        key = message.key
-        if key is None and value is None:
-            key = rejection.id.encode()
+        key, value, headers = dead_letter_record(
+            rejection, message.key, message.value, STAGE, self.settings.max_message_bytes
+        )
         await self._send_dead_letter(key, value, headers, reason)
 
     async def _send_dead_letter(

@@ -109,6 +109,20 @@ def dead_letter_value(original: bytes | None, max_bytes: int) -> tuple[bytes | N
     ]
 
 
+def dead_letter_record(
+    rejection: Rejection, key: bytes | None, value: bytes | None, stage: str, max_bytes: int
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """(key, value, headers) of the dead letter for a record: the original bytes, the reason.
+
+    Kafka clients refuse a record with neither key nor value, so such a dead letter is keyed
+    by its source position (its headers carry that too).
+    """
+    cut, extra = dead_letter_value(value, max_bytes)
+    if key is None and cut is None:
+        key = rejection.id.encode()
+    return key, cut, [*dead_letter_headers(rejection, stage), *extra]
+
+
 def decode_headers(headers: Any) -> dict[str, str]:
     """Headers of a consumed record as a str -> str dict (undecodable values repr'd)."""
     out: dict[str, str] = {}

@@ -22,6 +22,21 @@ def output_max_bytes(settings: Settings) -> int:
     return settings.max_message_bytes + OUTPUT_OVERHEAD_BYTES
 
 
+def jobs_record_limit(settings: Settings) -> int:
+    """The largest fine-tuning job record: the watch's jobs plus their envelope."""
+    return settings.jobs_max_bytes + OUTPUT_OVERHEAD_BYTES
+
+
+def topic_limits(settings: Settings) -> dict[str, int]:
+    """`max.message.bytes` of the topics feedpulse writes records larger than Kafka's default to."""
+    out = output_max_bytes(settings)
+    return {
+        settings.output_topic: out,
+        settings.dlq_topic: out,
+        settings.jobs_topic: jobs_record_limit(settings),
+    }
+
+
 def pipeline_topics(settings: Settings) -> list[str]:
     """The topics the classify path reads and writes."""
     return [settings.input_topic, settings.output_topic, settings.dlq_topic]
@@ -36,16 +51,15 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
         wanted = [t for t in dict.fromkeys(topics) if t not in existing]
         if not wanted:
             return []
-        # Output topics must take our largest record (Kafka's default limit is ~1 MB).
-        written = {settings.output_topic, settings.dlq_topic}
-        limit = {"max.message.bytes": str(output_max_bytes(settings))}
+        # Topics we write large records to must take them (Kafka's default limit is ~1 MB).
+        limits = topic_limits(settings)
         response = await admin.create_topics(
             [
                 NewTopic(
                     t,
                     settings.topic_partitions,
                     settings.topic_replication,
-                    topic_configs=limit if t in written else {},
+                    topic_configs={"max.message.bytes": str(limits[t])} if t in limits else {},
                 )
                 for t in wanted
             ]

@@ -18,13 +18,13 @@ from online.jobs import Decision, FineTuneJob
 from online.trainer import TrainerConfig, run_job
 from serving.training.progress import TrainProgress
 from streams.kafka.clients import group_consumer, kafka_client_options
-from streams.kafka.records import dead_letter_headers
-from streams.kafka.topics import ensure_topics
+from streams.kafka.records import dead_letter_record
+from streams.kafka.topics import ensure_topics, jobs_record_limit
+from streams.learning.records import INVALID_JOB
 from streams.messages import Origin, Rejection
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-INVALID_JOB = "invalid_job"
 READY_MARKER = "trainer ready"
 # Training holds a job for many minutes; the group must not evict the trainer meanwhile
 # (heartbeats run in the background, polls do not).
@@ -78,6 +78,9 @@ class TrainerWorker:
             s.trainer_group_id,
             auto_offset_reset="earliest",
             max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+            # One job can be as large as the jobs topic takes.
+            max_partition_fetch_bytes=jobs_record_limit(s),
+            fetch_max_bytes=2 * jobs_record_limit(s),
         )
         producer = AIOKafkaProducer(**common, acks="all")
         consumer.subscribe([s.jobs_topic])
@@ -106,12 +109,10 @@ class TrainerWorker:
             origin = Origin(rec.topic, rec.partition, rec.offset, rec.key, rec.timestamp)
             rejection = Rejection(origin.derived_id, INVALID_JOB, str(exc), origin)
             log.error("unreadable job at %s: %s", origin.derived_id, exc)
-            await producer.send_and_wait(
-                s.dlq_topic,
-                rec.value,
-                key=rec.key,
-                headers=dead_letter_headers(rejection, "trainer"),
+            key, value, headers = dead_letter_record(
+                rejection, rec.key, rec.value, "trainer", s.max_message_bytes
             )
+            await producer.send_and_wait(s.dlq_topic, value, key=key, headers=headers)
             return
         log.info(
             "job %s: fine-tune from version %d on %s",

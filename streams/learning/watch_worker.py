@@ -18,20 +18,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from online.feedback import (
-    INVALID_FEEDBACK,
-    UNMATCHED_FEEDBACK,
-    Feedback,
-    Observation,
-    parse_feedback,
-)
+from online.feedback import INVALID_FEEDBACK, UNMATCHED_FEEDBACK, Feedback, parse_feedback
 from online.jobs import Decision
 from online.model_watch import ModelWatch, WatchConfig
 from serving.model_store import load_version, serving_version
 from serving.tasks import DEFAULT_TASKS, TaskHead
 from streams.kafka.clients import group_consumer, kafka_client_options
-from streams.kafka.records import DLQ_HEADER_PREFIX, dead_letter_headers, decode_embedding
-from streams.kafka.topics import ensure_topics
+from streams.kafka.records import DLQ_HEADER_PREFIX, dead_letter_headers, dead_letter_record
+from streams.kafka.topics import ensure_topics, jobs_record_limit
+from streams.learning.records import INVALID_DECISION, INVALID_LABELED_RECORD, read_prediction
 from streams.messages import Origin, Rejection
 from streams.metrics import WatchMetrics
 from streams.settings import Settings
@@ -59,11 +54,14 @@ def watch_config(settings: Settings, tasks: Sequence[TaskHead]) -> WatchConfig:
         hybrid_window=s.hybrid_window,
         feedback_window_s=s.feedback_window_s,
         feedback_max_items=s.feedback_max_items,
+        feedback_max_bytes=s.feedback_max_bytes,
+        feedback_waiting_max_bytes=s.feedback_waiting_max_bytes,
         feedback_keep_rows=s.feedback_keep_rows,
         finetune_min_feedback=s.finetune_min_feedback,
         finetune_max_rows=s.finetune_max_rows,
         finetune_cooldown_s=s.finetune_cooldown_s,
         finetune_volume_trigger=s.finetune_volume_trigger,
+        jobs_max_bytes=s.jobs_max_bytes,
     )
 
 
@@ -80,21 +78,6 @@ def watch_topics(settings: Settings) -> list[str]:
     ]
 
 
-def observation(doc: Any, now: float) -> tuple[Observation, dict[str, float]]:
-    """A labeled output document as the watch's observation; raises on a malformed one."""
-    labels = doc["labels"]
-    embedding = doc.get("embedding")
-    obs = Observation(
-        id=str(doc["id"]),
-        text=doc.get("text"),
-        labels={task: str(v["label"]) for task, v in labels.items()},
-        embedding=decode_embedding(embedding) if isinstance(embedding, str) else None,
-        model_version=str(doc["model"]["version"]),
-        seen_at=now,
-    )
-    return obs, {task: float(v["score"]) for task, v in labels.items()}
-
-
 class WatchWorker:
     """Runs a ModelWatch against the broker until `stop()`."""
 
@@ -106,6 +89,8 @@ class WatchWorker:
         self._stop = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future[Any]] = []
+        # Embedding width per model version, from its first valid prediction.
+        self._widths: dict[str, int] = {}
 
     def stop(self) -> None:
         """Finish the records in hand, commit and leave."""
@@ -117,7 +102,10 @@ class WatchWorker:
         await ensure_topics(s, watch_topics(s))
         common = kafka_client_options(s)
         consumer = group_consumer(s, s.watch_group_id, auto_offset_reset="earliest")
-        producer = AIOKafkaProducer(**common, acks="all", linger_ms=5)
+        # Jobs are the largest records the watch writes; the jobs topic is created to match.
+        producer = AIOKafkaProducer(
+            **common, acks="all", linger_ms=5, max_request_size=jobs_record_limit(s)
+        )
         consumer.subscribe([s.output_topic, s.feedback_topic, s.decisions_topic])
         await producer.start()
         self._producer = producer
@@ -157,21 +145,7 @@ class WatchWorker:
         s = self.settings
         now = time.time()
         if rec.topic == s.output_topic:
-            try:
-                obs, scores = observation(json.loads(rec.value), now)
-            except (ValueError, KeyError, TypeError) as exc:
-                self.metrics.unreadable.labels(rec.topic).inc()
-                log.warning(
-                    "unreadable labeled record %s-%d@%d: %r",
-                    rec.topic,
-                    rec.partition,
-                    rec.offset,
-                    exc,
-                )
-                return
-            events, _ = self.watch.observe(obs, scores)
-            self.metrics.predictions.inc()
-            self._publish_drift(events)
+            self._prediction(rec, now)
         elif rec.topic == s.feedback_topic:
             parsed = parse_feedback(rec.value, self.labels, (rec.topic, rec.partition, rec.offset))
             if isinstance(parsed, str):
@@ -189,11 +163,34 @@ class WatchWorker:
             try:
                 decision = Decision.decode(rec.value)
             except ValueError as exc:
-                self.metrics.unreadable.labels(rec.topic).inc()
-                log.warning("unreadable decision: %s", exc)
+                self._unreadable(rec, INVALID_DECISION, str(exc))
                 return
             self.metrics.decisions.labels(decision.action).inc()
             self.watch.decided(decision, now)
+
+    def _prediction(self, rec: Any, now: float) -> None:
+        parsed = read_prediction(rec.value, self.labels, self._widths, now)
+        if isinstance(parsed, str):
+            self._unreadable(rec, INVALID_LABELED_RECORD, parsed)
+            return
+        obs, scores = parsed
+        if obs.embedding is not None:
+            self._widths.setdefault(obs.model_version, obs.embedding.size)
+        events, _ = self.watch.observe(obs, scores)
+        self.metrics.predictions.inc()
+        self._publish_drift(events)
+
+    def _unreadable(self, rec: Any, reason: str, error: str) -> None:
+        self.metrics.unreadable.labels(rec.topic).inc()
+        log.warning(
+            "unreadable record %s-%d@%d (%s): %s",
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            reason,
+            error,
+        )
+        self._dead_letter(rec, reason, error)
 
     def _tick(self) -> None:
         s = self.settings
@@ -240,9 +237,10 @@ class WatchWorker:
     def _dead_letter(self, rec: Any, reason: str, error: str) -> None:
         origin = Origin(rec.topic, rec.partition, rec.offset, rec.key, rec.timestamp)
         rejection = Rejection(origin.derived_id, reason, error, origin)
-        self._send(
-            self.settings.dlq_topic, rec.key, rec.value, dead_letter_headers(rejection, "watch")
+        key, value, headers = dead_letter_record(
+            rejection, rec.key, rec.value, "watch", self.settings.max_message_bytes
         )
+        self._send(self.settings.dlq_topic, key, value, headers)
 
     def _dead_letter_feedback(self, fb: Feedback, error: str) -> None:
         """Unmatched feedback without text: its fields as the value, the reason in headers."""
@@ -269,6 +267,9 @@ class WatchWorker:
         kept, waiting = w.join.sizes
         m.kept.set(kept)
         m.waiting.set(waiting)
+        kept_bytes, waiting_bytes = w.join.bytes
+        m.join_bytes.labels("predictions").set(kept_bytes)
+        m.join_bytes.labels("waiting").set(waiting_bytes)
         for task in w.task_names():
             for learner, value in w.hybrid.accuracy(task).items():
                 m.accuracy.labels(task, learner).set(value)

@@ -11,12 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from streams.alerts.records import INVALID_ALERT_EVENT, INVALID_LABELED_RECORD
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.records import DLQ_HEADER_PREFIX, decode_headers
-from streams.kafka.tail import read_topics
 from streams.kafka.topics import ensure_topics
 from streams.settings import Settings
 from streams.testing.replay import Burst, labeled_doc
@@ -30,6 +28,7 @@ from tests.alert_support import (
     stream,
     wait_processed,
 )
+from tests.kafka_support import dead_letters, produce_librdkafka
 from tests.streams.alerts.test_app import alerts
 
 pytestmark = pytest.mark.integration
@@ -52,32 +51,6 @@ KEYED_POISON: list[bytes | None] = [
 ]
 
 
-def produce(
-    settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]], codec: str
-) -> None:
-    """Write `records` (key, value) with librdkafka in `codec` batches, one partition."""
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "compression.type": codec,
-            "linger.ms": 100,
-        }
-    )
-    failures: list[str] = []
-
-    def delivered(error: object, _message: object) -> None:
-        if error is not None:
-            failures.append(str(error))
-
-    for key, value in records:
-        producer.produce(topic, key=key, value=value, partition=0, on_delivery=delivered)
-    assert producer.flush(30) == 0 and failures == []
-
-
-async def dead_letters(settings: Settings) -> list[Any]:
-    return [rec async for rec in read_topics(settings, [settings.dlq_topic], idle_timeout_s=3)]
-
-
 async def test_poison_is_dead_lettered_and_the_worker_keeps_alerting(
     broker: EmbeddedBroker,
     settings_factory: Callable[..., Settings],
@@ -91,7 +64,7 @@ async def test_poison_is_dead_lettered_and_the_worker_keeps_alerting(
     future = labeled_doc("from-2100", "text", "neutral", "ticker:T3", 0)
     future["input"]["timestamp_ms"] = 4_102_444_800_000
     labeled = [*LABELED_POISON, (b"ticker:T3", json.dumps(future).encode())]
-    produce(settings, settings.output_topic, labeled, "lz4")
+    produce_librdkafka(settings.bootstrap_servers, settings.output_topic, labeled, "lz4")
 
     burst = Burst("ticker:T3", start=14, windows=2, share=0.8)
     docs = stream([burst], 24)
@@ -99,7 +72,9 @@ async def test_poison_is_dead_lettered_and_the_worker_keeps_alerting(
     await publish(settings, docs[:split])
     await wait_processed(settings, split + 1)  # the future-dated item counts too
     keyed_topic = f"{settings.alert_app_id}-keyed"
-    produce(settings, keyed_topic, [(None, value) for value in KEYED_POISON], "zstd")
+    produce_librdkafka(
+        settings.bootstrap_servers, keyed_topic, [(None, value) for value in KEYED_POISON], "zstd"
+    )
     await publish(settings, docs[split:])
     await wait_processed(settings, len(docs) + 1)
     await asyncio.sleep(3 * 0.5 + 2)  # ticks close the last windows

@@ -25,6 +25,7 @@ from streams.kafka.topics import ensure_topics, pipeline_topics
 from streams.settings import Settings
 from streams.testing.audit import audit_outputs
 from tests.conftest import REPO_ROOT
+from tests.kafka_support import scrape
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +38,6 @@ def cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.Comp
         text=True,
         timeout=timeout,
     )
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Prometheus text format -> {series: value} (no labels parsing needed here)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        body = resp.read().decode()
-    samples = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            series, _, value = line.rpartition(" ")
-            samples[series] = float(value)
-    return samples
 
 
 async def test_publish_worker_tail_and_metrics(
