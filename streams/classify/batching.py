@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from streams.kafka.stuck import StuckPartitions
 from streams.messages import FeedItem, Limits, Origin, Rejection, parse_record
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,11 @@ IDLE_POLL_MS = 500
 RecordKey = tuple[str, int, int]
 
 
-async def collect(consumer: AIOKafkaConsumer, max_batch: int, max_wait_ms: int) -> list[Any]:
-    """Gather up to `max_batch` records, flushing `max_wait_ms` after the first arrives."""
+async def collect(partitions: StuckPartitions, max_batch: int, max_wait_ms: int) -> list[Any]:
+    """Gather up to `max_batch` records, flushing `max_wait_ms` after the first arrives.
+
+    Fetches through `partitions`: a batch that cannot be decoded stalls only its own
+    partition (reported there), never the worker."""
     records: list[Any] = []
     deadline: float | None = None
     while len(records) < max_batch:
@@ -28,7 +32,7 @@ async def collect(consumer: AIOKafkaConsumer, max_batch: int, max_wait_ms: int) 
             timeout_ms = IDLE_POLL_MS
         else:
             timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        got = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_batch - len(records))
+        got = await partitions.getmany(timeout_ms=timeout_ms, max_records=max_batch - len(records))
         for recs in got.values():
             records.extend(recs)
         if not records:
@@ -77,22 +81,25 @@ def next_offsets(records: Sequence[Any]) -> dict[TopicPartition, int]:
 
 
 class FetchGate:
-    """Pauses fetching on every assigned partition while inference is away, and resumes it."""
+    """Pauses fetching on every assigned partition while inference is away, and resumes it.
+
+    Pauses go through the worker's `StuckPartitions`, so resuming never un-pauses a
+    partition stuck on an undecodable batch, and its retry never breaks this pause."""
 
     def __init__(self) -> None:
-        self.consumer: AIOKafkaConsumer | None = None
+        self.partitions: StuckPartitions | None = None
         self._paused = False
 
     def pause(self) -> None:
         """Stop fetching: memory stays bounded while nothing can be classified."""
-        if self.consumer is not None and not self._paused:
-            self.consumer.pause(*self.consumer.assignment())
+        if self.partitions is not None and not self._paused:
+            self.partitions.pause(*self.partitions.consumer.assignment())
             self._paused = True
             log.warning("paused fetching until inference is back")
 
     def resume(self) -> None:
-        """Fetch again, if paused."""
-        if self.consumer is not None and self._paused:
-            self.consumer.resume(*self.consumer.paused())
+        """Fetch again, if paused (stuck partitions stay paused until their retry)."""
+        if self.partitions is not None and self._paused:
+            self.partitions.resume(*self.partitions.consumer.paused())
             self._paused = False
             log.info("inference is back: fetching resumed")

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from serving.backends.contract import Classifier
 from streams.classify.batching import FetchGate, collect, validate
@@ -21,6 +21,7 @@ from streams.classify.outputs import PreparedBatch, dead_letter_outputs, labeled
 from streams.classify.producer import output_producer, start_producer, transactional_id
 from streams.classify.rebalance import SettleOnRevoke
 from streams.kafka.clients import group_consumer
+from streams.kafka.stuck import StuckPartitions
 from streams.kafka.topics import ensure_topics, pipeline_topics
 from streams.messages import Limits
 from streams.metrics import WorkerMetrics
@@ -67,9 +68,13 @@ class ClassifyWorker:
         except BaseException:
             await consumer.stop()  # never started, but it holds a client to close
             raise
+        # Fetches go through it: an undecodable batch stalls its partition, not the worker.
+        partitions = StuckPartitions(
+            consumer, self.metrics.stuck, s.stuck_retry_s, process=f"classify {self.worker_id}"
+        )
         try:
             await consumer.start()
-            self._fetching.consumer = consumer
+            self._fetching.partitions = partitions
             delivery = Delivery(s, self.metrics, producer, consumer, self.transactional_id)
             log.info(
                 "worker started: %s -> %s (group %s, %s)",
@@ -78,7 +83,7 @@ class ClassifyWorker:
                 s.group_id,
                 "exactly-once" if s.exactly_once else "at-least-once",
             )
-            await self._loop(consumer, delivery)
+            await self._loop(partitions, delivery)
         finally:
             if self._delivery is not None and not self._delivery.done():
                 # Cancelled mid-delivery: nothing is committed, the batch is redelivered.
@@ -87,15 +92,17 @@ class ClassifyWorker:
             # Leaving the group (consumer.stop) hands our partitions over at once.
             await consumer.stop()
             await producer.stop()
+            partitions.clear()  # this process no longer owns them: no stale stuck series
             log.info("worker stopped")
 
-    async def _loop(self, consumer: AIOKafkaConsumer, delivery: Delivery) -> None:
+    async def _loop(self, partitions: StuckPartitions, delivery: Delivery) -> None:
         """Batch N is delivered while batch N+1 is fetched and classified."""
         s = self.settings
+        consumer = partitions.consumer
         while not self._stop.is_set():
             # Never hold the lock in getmany: during a rebalance getmany waits for the
             # new assignment, which waits for the revoke listener, which takes the lock.
-            records = await collect(consumer, s.max_batch, s.max_wait_ms)
+            records = await collect(partitions, s.max_batch, s.max_wait_ms)
             if not records:
                 continue
             async with self.batch_lock:

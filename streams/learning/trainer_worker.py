@@ -13,15 +13,18 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
 
 from online.jobs import Decision, FineTuneJob
 from online.trainer import TrainerConfig, run_job
 from serving.training.progress import TrainProgress
 from streams.kafka.clients import group_consumer, kafka_client_options
 from streams.kafka.records import dead_letter_record
+from streams.kafka.stuck import StuckPartitions
 from streams.kafka.topics import ensure_topics, jobs_record_limit
 from streams.learning.records import INVALID_JOB
 from streams.messages import Origin, Rejection
+from streams.metrics import stuck_partition_gauge
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,9 +90,16 @@ class TrainerWorker:
         await producer.start()
         try:
             await consumer.start()
+            # The trainer serves no metrics: a stuck partition is reported in its log.
+            partitions = StuckPartitions(
+                consumer,
+                stuck_partition_gauge(CollectorRegistry()),
+                s.stuck_retry_s,
+                process="trainer",
+            )
             log.info("%s: %s -> %s", READY_MARKER, s.jobs_topic, s.decisions_topic)
             while not self._stop.is_set():
-                got = await consumer.getmany(timeout_ms=500, max_records=1)
+                got = await partitions.getmany(timeout_ms=500, max_records=1)
                 for tp, records in got.items():
                     for rec in records:
                         await self._handle(rec, producer)

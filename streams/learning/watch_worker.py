@@ -25,6 +25,7 @@ from serving.model_store import load_version, serving_version
 from serving.tasks import DEFAULT_TASKS, TaskHead
 from streams.kafka.clients import group_consumer, kafka_client_options
 from streams.kafka.records import DLQ_HEADER_PREFIX, dead_letter_headers, dead_letter_record
+from streams.kafka.stuck import StuckPartitions
 from streams.kafka.topics import ensure_topics, jobs_record_limit
 from streams.learning.records import INVALID_DECISION, INVALID_LABELED_RECORD, read_prediction
 from streams.messages import Origin, Rejection
@@ -111,10 +112,14 @@ class WatchWorker:
         self._producer = producer
         try:
             await consumer.start()
+            # An undecodable batch stalls its own partition (reported), not the watch.
+            partitions = StuckPartitions(
+                consumer, self.metrics.stuck, s.stuck_retry_s, process="model watch"
+            )
             log.info("%s: %s + %s", READY_MARKER, s.output_topic, s.feedback_topic)
             next_tick = time.monotonic()
             while not self._stop.is_set():
-                got = await consumer.getmany(timeout_ms=POLL_MS, max_records=500)
+                got = await partitions.getmany(timeout_ms=POLL_MS, max_records=500)
                 processed: dict[TopicPartition, int] = {}
                 for tp, records in got.items():
                     for rec in records:
