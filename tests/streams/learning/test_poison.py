@@ -138,7 +138,8 @@ async def test_watch_dead_letters_poison_on_every_topic_and_keeps_joining(
         settings.bootstrap_servers, settings.feedback_topic, [(None, feedback)], "lz4"
     )
 
-    joined = 'feedpulse_feedback_total{outcome="joined"}'
+    # Learned from, whichever arrived first (the feedback may wait for its prediction).
+    joined = 'feedpulse_drift_window_items{detector="sentiment.error_rate"}'
     deadline = time.monotonic() + 60
     while scrape(port).get(joined, 0.0) < 1:
         assert watch.poll() is None, "the model watch died"
