@@ -23,7 +23,8 @@ ZSTD = 4
 RECORDS_AT = 61  # v2 batch header size: the records (or compressed payload) follow
 
 
-def _built(codec: int, records: int) -> bytearray:
+def built_batch(codec: int, records: int) -> bytearray:
+    """A well-formed v2 record batch of `records` JSON values in `codec` (0: none)."""
     builder = DefaultRecordBatchBuilder(
         magic=2,
         compression_type=codec,
@@ -42,10 +43,10 @@ def _built(codec: int, records: int) -> bytearray:
 def corrupt_batch(kind: Kind = "crc", records: int = 3) -> bytes:
     """A record batch of `records` records that no client can decode."""
     if kind == "crc":
-        data = _built(0, records)
+        data = built_batch(0, records)
         data[-5] ^= 0xFF  # inside the last record's value: covered by the CRC
         return bytes(data)
-    data = _built(ZSTD, records)[:RECORDS_AT] + bytes(range(7, 71))  # no zstd frame
+    data = built_batch(ZSTD, records)[:RECORDS_AT] + bytes(range(7, 71))  # no zstd frame
     struct.pack_into(">i", data, 8, len(data) - 12)  # batch length
     struct.pack_into(">I", data, 17, calc_crc32c(bytes(data[21:])))  # a correct CRC
     return bytes(data)

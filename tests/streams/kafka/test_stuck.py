@@ -24,13 +24,13 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     UnsupportedCodecError,
 )
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 from prometheus_client import CollectorRegistry
 
 from streams.kafka.stuck import StuckPartitions, is_undecodable
 from streams.metrics import stuck_partition_gauge
+from tests.streams.kafka.corrupt import built_batch
 from tests.streams.kafka.fake_consumer import FakeConsumer
 
 T = "feeds.raw"
@@ -298,18 +298,7 @@ async def test_cancellation_propagates() -> None:
 
 
 def batch(codec: int) -> bytearray:
-    builder = DefaultRecordBatchBuilder(
-        magic=2,
-        compression_type=codec,
-        is_transactional=0,
-        producer_id=-1,
-        producer_epoch=-1,
-        base_sequence=-1,
-        batch_size=1 << 20,
-    )
-    for i in range(3):
-        builder.append(i, timestamp=1_700_000_000_000 + i, key=None, value=b"x%d" % i, headers=[])
-    return bytearray(builder.build())
+    return built_batch(codec, 3)
 
 
 def with_payload(codec: int, payload: bytes) -> bytes:
