@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     finetune_max_rows: int = Field(5000, ge=1)
     finetune_cooldown_s: float = Field(1800.0, ge=0)
     finetune_volume_trigger: int = Field(0, ge=0)
+    # After a rejected or failed job the same drift may ask again, after this back-off
+    # (doubling per consecutive rejection, capped at 8x).
+    finetune_retry_backoff_s: float = Field(3600.0, ge=0)
     # The largest fine-tuning job record: the watch keeps a job's newest rows that fit, its
     # producer and the jobs topic (`max.message.bytes`) accept this size, the trainer reads it.
     jobs_max_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
@@ -169,6 +172,13 @@ class Settings(BaseSettings):
     promote_margin: float = 0.05
     promote_max_drop: float = Field(0.02, ge=0)
     watch_metrics_port: int = Field(9402, ge=0, le=65535)
+    # The watch's state (join, training rows, policy, detectors, hybrid head) is saved here
+    # with the offsets it covers, at least every `watch_snapshot_s`; a restart resumes from it.
+    watch_state_dir: Path = Path(".feedpulse/watch")
+    watch_snapshot_s: float = Field(30.0, gt=0)
+    # The trainer removes leftover `.staging-*` directories on start and keeps only the
+    # newest `trainer_keep_rejected` rejected candidates.
+    trainer_keep_rejected: int = Field(3, ge=0)
 
     # Embedded broker
     broker_listen: str = "127.0.0.1:9092"
@@ -176,6 +186,9 @@ class Settings(BaseSettings):
     # Prometheus metrics endpoint; port 0 turns it off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9400, ge=0, le=65535)
+    # A classify worker warms its model on this many representative batches (shortest to
+    # longest) before it joins the group; /ready answers 200 only once warmed and assigned.
+    warmup_batches: int = Field(3, ge=0)
 
     @model_validator(mode="after")
     def _client_certificate_pair(self) -> Settings:
