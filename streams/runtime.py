@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from streams.classify.backend import open_classifier
 from streams.classify.worker import ClassifyWorker
-from streams.metrics import WatchMetrics, WorkerMetrics, serve_metrics
+from streams.health import Readiness, serve_health
+from streams.metrics import WatchMetrics, WorkerMetrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,22 +39,28 @@ async def run_until_signalled(worker: Stoppable) -> None:
 
 
 def _metrics(
-    settings: Settings, port: int, registry: CollectorRegistry | None
+    settings: Settings,
+    port: int,
+    registry: CollectorRegistry | None,
+    readiness: Readiness | None = None,
 ) -> CollectorRegistry:
     registry = registry or CollectorRegistry()
-    if serve_metrics(registry, settings.metrics_host, port):
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    if serve_health(registry, readiness or Readiness(), settings.metrics_host, port):
+        log.info(
+            "metrics on http://%s:%d/metrics, readiness on /ready", settings.metrics_host, port
+        )
     return registry
 
 
 async def run_worker(settings: Settings, registry: CollectorRegistry | None = None) -> None:
     """Run one classify worker until SIGTERM/SIGINT, then finish the batch, commit and leave."""
-    metrics = WorkerMetrics(_metrics(settings, settings.metrics_port, registry))
+    readiness = Readiness()
+    metrics = WorkerMetrics(_metrics(settings, settings.metrics_port, registry, readiness))
     classifier = open_classifier(settings)
     info = classifier.info
     log.info("serving %s version %s (%s)", info.name, info.version, info.variant)
     try:
-        await run_until_signalled(ClassifyWorker(settings, classifier, metrics))
+        await run_until_signalled(ClassifyWorker(settings, classifier, metrics, readiness))
     finally:
         await classifier.close()
 

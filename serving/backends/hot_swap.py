@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from serving.backends.contract import Classifier, ModelInfo, Prediction
+from serving.backends.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ class FollowingClassifier:
 
     `served()` answers which version should be served (a cheap directory listing); it is
     asked at most every `check_s` seconds, between batches. The new backend is opened off
-    the event loop before the old one is closed, so no batch waits on a half-loaded model.
+    the event loop and warmed on `warmup_batches` batches of `warmup_batch` texts before it
+    replaces the old one, so no live batch waits on a half-loaded or cold model.
     """
 
     def __init__(
@@ -27,6 +29,8 @@ class FollowingClassifier:
         served: Callable[[], int | None],
         *,
         check_s: float = 2.0,
+        warmup_batch: int = 0,
+        warmup_batches: int = 0,
     ) -> None:
         version = served()
         if version is None:
@@ -37,6 +41,7 @@ class FollowingClassifier:
         self._version = version
         self._current = open_version(version)
         self._next_check = time.monotonic() + check_s
+        self._warmup = (warmup_batch, warmup_batches)
         self.swaps = 0
 
     @property
@@ -58,6 +63,14 @@ class FollowingClassifier:
             log.error(
                 "cannot switch to version %s, still serving %s: %r", wanted, self._version, exc
             )
+            return
+        try:
+            await warm_up(fresh, *self._warmup)
+        except Exception as exc:
+            log.error(
+                "version %s failed its warm-up, still serving %s: %r", wanted, self._version, exc
+            )
+            await fresh.close()
             return
         old, self._current = self._current, fresh
         log.info("now serving version %s (was %s)", wanted, self._version)

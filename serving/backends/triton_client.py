@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -14,6 +15,9 @@ import numpy.typing as npt
 from serving.backends.contract import InferenceError, ModelInfo, Prediction, predictions_from_chunks
 from serving.model_store import ModelVersion
 from serving.tokenization import PaddedChunk, TextTokenizer
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.aio import InferenceServerClient
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,8 @@ RETRIABLE_STATUSES = {
     "StatusCode.RESOURCE_EXHAUSTED",
     "StatusCode.ABORTED",
     "StatusCode.CANCELLED",
+    # The model is unloaded or being reloaded (a repository change, a restart in progress).
+    "StatusCode.NOT_FOUND",
 }
 
 
@@ -70,17 +76,15 @@ class TritonClassifier:
         private_key: str | None = None,
         certificate_chain: str | None = None,
     ) -> None:
-        from tritonclient.grpc.aio import InferenceServerClient
-
-        # Paths: the client reads the PEM files itself; key and chain are for mutual TLS.
-        self._client = InferenceServerClient(
-            url,
-            channel_args=channel_args(),
-            ssl=ssl,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-        )
+        # The aio client binds to the running event loop when it is created, so it is made
+        # on first use: the backend itself may be opened in a worker thread (a hot swap).
+        self._client_options: dict[str, Any] = {
+            "ssl": ssl,
+            "root_certificates": root_certificates,
+            "private_key": private_key,
+            "certificate_chain": certificate_chain,
+        }
+        self._grpc: InferenceServerClient | None = None
         self._url = url
         self._tasks = model.tasks
         self._tokenizer = TextTokenizer(model.tokenizer_path, model.max_length)
@@ -100,6 +104,16 @@ class TritonClassifier:
     def info(self) -> ModelInfo:
         """The model and the version Triton served last."""
         return self._info
+
+    def _client(self) -> InferenceServerClient:
+        if self._grpc is None:
+            from tritonclient.grpc.aio import InferenceServerClient
+
+            # Paths: the client reads the PEM files itself; key and chain are for mutual TLS.
+            self._grpc = InferenceServerClient(
+                self._url, channel_args=channel_args(), **self._client_options
+            )
+        return self._grpc
 
     async def classify(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify `texts`; raises InferenceError (retriable when Triton is away)."""
@@ -129,7 +143,7 @@ class TritonClassifier:
         outputs = [InferRequestedOutput(name) for name in self._outputs]
         for attempt in range(1, self._attempts + 1):
             try:
-                result = await self._client.infer(
+                result = await self._client().infer(
                     self._info.name, inputs, outputs=outputs, client_timeout=self._timeout_s
                 )
                 break
@@ -151,10 +165,12 @@ class TritonClassifier:
     async def is_ready(self) -> bool:
         """Whether Triton answers that the model is ready."""
         try:
-            return bool(await self._client.is_model_ready(self._info.name))
+            return bool(await self._client().is_model_ready(self._info.name))
         except Exception:
             return False
 
     async def close(self) -> None:
-        """Close the gRPC channel."""
-        await self._client.close()
+        """Close the gRPC channel (if one was opened)."""
+        if self._grpc is not None:
+            await self._grpc.close()
+            self._grpc = None

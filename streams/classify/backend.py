@@ -47,6 +47,8 @@ def open_classifier(settings: Settings) -> Classifier:
         lambda version: open_version(settings, version),
         lambda: serving_version(repo, name),
         check_s=settings.model_watch_s,
+        warmup_batch=settings.max_batch,
+        warmup_batches=settings.warmup_batches,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -13,13 +14,16 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from serving.backends.contract import Classifier
+from serving.backends.contract import Classifier, InferenceError
+from serving.backends.warmup import warm_up
 from streams.classify.batching import FetchGate, collect, validate
 from streams.classify.delivery import Delivery
 from streams.classify.inference import BatchAbandonedError, InferenceStep
 from streams.classify.outputs import PreparedBatch, dead_letter_outputs, labeled_outputs
 from streams.classify.producer import output_producer, start_producer, transactional_id
 from streams.classify.rebalance import SettleOnRevoke
+from streams.classify.retry import backoff_s
+from streams.health import Readiness
 from streams.kafka.clients import group_consumer
 from streams.kafka.stuck import StuckPartitions
 from streams.kafka.topics import ensure_topics, pipeline_topics
@@ -33,7 +37,13 @@ log = logging.getLogger(__name__)
 class ClassifyWorker:
     """One member of the classify consumer group."""
 
-    def __init__(self, settings: Settings, classifier: Classifier, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: Classifier,
+        metrics: WorkerMetrics,
+        readiness: Readiness | None = None,
+    ) -> None:
         self.settings = settings
         self.classifier = classifier
         self.metrics = metrics
@@ -50,6 +60,11 @@ class ClassifyWorker:
         self._fetching = FetchGate()
         self.inference = InferenceStep(classifier, metrics, self._stop.is_set, self._fetching)
         self._delivery: asyncio.Task[None] | None = None
+        self._warmed = False
+        self._started = time.monotonic()
+        self.readiness = readiness or Readiness()
+        self.readiness.add("model", lambda: self._warmed)
+        self.readiness.add("partitions", self.assigned.is_set)
 
     def stop(self) -> None:
         """Ask the worker to finish the batch in flight, commit and leave the group."""
@@ -59,6 +74,9 @@ class ClassifyWorker:
         """Run until `stop()`; raises ProduceFailedError if outputs cannot be acknowledged."""
         s = self.settings
         await ensure_topics(s, pipeline_topics(s))
+        # Warm before joining: the group hands partitions only to a worker that is fast.
+        if not await self._warm_up():
+            return
         client_id = f"feedpulse-{self.worker_id}"
         consumer = group_consumer(s, s.group_id, client_id=client_id)
         producer = output_producer(s, client_id, self.transactional_id)
@@ -116,11 +134,43 @@ class ClassifyWorker:
                     prepared = await self.prepare(records)
                 except BatchAbandonedError as exc:
                     log.warning("%s: %d records left uncommitted", exc, len(records))
-                    break
+                    if exc.stopping:
+                        break
+                    continue  # revoked: the new owners read these records again
                 # One delivery at a time keeps produce and commit order.
                 await self.finish_delivery()
                 self._delivery = asyncio.create_task(delivery.deliver(prepared))
         await self.finish_delivery()
+
+    def abandon_batch(self) -> None:
+        """A rebalance is under way: give up waiting on inference for the batch in hand."""
+        self.inference.abandon()
+
+    def rebalanced(self) -> None:
+        """The revocation holds the batch lock: later batches classify normally."""
+        self.inference.resume()
+
+    async def _warm_up(self) -> bool:
+        """Warm the model on representative batches, waiting for a backend that is away;
+        False if asked to stop first."""
+        s = self.settings
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                await warm_up(self.classifier, s.max_batch, s.warmup_batches)
+            except InferenceError as exc:
+                if not exc.retriable:
+                    raise
+                attempt += 1
+                delay = backoff_s(attempt, 0.5)
+                log.warning("warm-up: inference unavailable (%s); retry in %.1fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                continue
+            self._warmed = True
+            log.info("model ready %.2fs after the worker started", time.monotonic() - self._started)
+            return True
+        return False
 
     async def settle_delivery(self) -> None:
         """Wait until the in-flight delivery ends, leaving its outcome for the main loop."""

@@ -29,7 +29,7 @@ def alerts(
 
     from streams.alerts.app import build_alert_app
     from streams.kafka.topics import ensure_topics
-    from streams.metrics import serve_metrics
+    from streams.health import Readiness, serve_health
 
     settings = settings_or_exit(
         bootstrap_servers=bootstrap_servers,
@@ -43,8 +43,11 @@ def alerts(
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     asyncio.run(ensure_topics(settings, [settings.output_topic, settings.alerts_topic]))
     registry = CollectorRegistry()
-    serve_metrics(registry, settings.metrics_host, settings.alert_metrics_port)
+    readiness = Readiness()
+    serve_health(registry, readiness, settings.metrics_host, settings.alert_metrics_port)
     app_ = build_alert_app(settings, registry)
+    # Ready once faust runs and no rebalance (table recovery included) is under way.
+    readiness.add("started", lambda: bool(app_.started) and not app_.rebalancing)
     err.print(
         f"alert worker: {settings.output_topic} -> {settings.alerts_topic}, "
         f"{settings.alert_window_s:g} s windows"

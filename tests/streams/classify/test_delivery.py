@@ -360,6 +360,9 @@ def test_triton_tls_options_reach_the_grpc_client(monkeypatch: pytest.MonkeyPatc
     )
     classifier = backend.open_version(settings, 3)
     assert classifier.info.version == "3"
+    # The gRPC client is made on first use, on the event loop that uses it.
+    assert not RecordingClient.created
+    asyncio.run(classifier.is_ready())  # type: ignore[attr-defined]
     ((args, kwargs),) = RecordingClient.created
     assert args == ("triton.internal:8001",)
     assert kwargs.pop("channel_args") == channel_args()

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from serving.export import export_version
 from streams import messages as m
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.publish import publish
 from streams.kafka.topics import ensure_topics, pipeline_topics
 from streams.settings import Settings
 from streams.testing.audit import audit_outputs
-from tests.conftest import BuiltModel, new_triton
+from tests.conftest import new_triton
 from tests.streams.classify.test_worker import mixed_feed, wait_for_output_count
 
 pytestmark = pytest.mark.integration
@@ -61,47 +59,3 @@ async def test_triton_killed_and_restarted_mid_stream_loses_nothing(
     assert "paused fetching" in log and "fetching resumed" in log
     print(f"Triton kill -9 + restart: duplicates={audit.duplicates()}")
     json.dumps(docs[0])  # outputs stay plain JSON
-
-
-async def test_new_version_is_served_and_stamped_without_restarting_the_worker(
-    broker: EmbeddedBroker,
-    settings_factory: Callable[..., Settings],
-    process_factory: Callable[..., Any],
-    triton_repository: Path,
-    built_model: BuiltModel,
-    tmp_path: Path,
-) -> None:
-    repository = tmp_path / "repo"
-    shutil.copytree(triton_repository, repository)
-    server = new_triton(repository, tmp_path)
-    server.start()
-    try:
-        settings = settings_factory(broker, backend="triton", triton_url=server.grpc_url)
-        await ensure_topics(settings, pipeline_topics(settings))
-        process_factory(settings, "worker", log_name="worker")
-        first = await publish(settings, [(b"v-a", b'{"id": "v-a", "text": "Shares rally"}')])
-        before = await audit_outputs(settings, first, by="position", timeout_s=60)
-        assert [d["model"]["version"] for d in before.samples] == ["1"]
-
-        export_version(
-            built_model.model,
-            built_model.tokenizer,
-            repository=repository,
-            name="feedpulse_classifier",
-            max_length=128,
-            base_checkpoint="test",
-        )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        served: set[str] = set()
-        n = 0
-        while "2" not in served and loop.time() < deadline:  # Triton polls every 2 s
-            n += 1
-            item = json.dumps({"id": f"v-{n}", "text": "Match postponed"}).encode()
-            await publish(settings, [(f"v-{n}".encode(), item)])
-            await asyncio.sleep(1)
-            audit = await audit_outputs(settings, [f"v-{n}"], timeout_s=30)
-            served = {d["model"]["version"] for d in audit.samples if d["id"] == f"v-{n}"}
-        assert served == {"2"}, "version 2 was never served"
-    finally:
-        server.close()
