@@ -28,8 +28,8 @@ def alerts(
     from prometheus_client import CollectorRegistry
 
     from streams.alerts.app import build_alert_app
-    from streams.kafka.topics import ensure_topics
     from streams.health import Readiness, serve_health
+    from streams.kafka.topics import ensure_topics
 
     settings = settings_or_exit(
         bootstrap_servers=bootstrap_servers,
