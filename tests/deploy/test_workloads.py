@@ -53,6 +53,24 @@ def test_autoscaling_is_bounded_by_the_input_partitions() -> None:
     assert compose["services"]["worker"]["deploy"]["replicas"] <= partitions
 
 
+# Liveness and startup ask whether the process runs; readiness whether it serves.
+LIVE_AND_READY = {
+    "startupProbe": "/healthz",
+    "readinessProbe": "/ready",
+    "livenessProbe": "/healthz",
+}
+PROBES = {
+    "feedpulse-classify": LIVE_AND_READY,
+    "feedpulse-alerts": LIVE_AND_READY,
+    "feedpulse-watch": dict.fromkeys(LIVE_AND_READY, "/metrics"),
+}
+COMPOSE_SERVICES = {
+    "worker": "feedpulse-classify",
+    "alerts": "feedpulse-alerts",
+    "watch": "feedpulse-watch",
+}
+
+
 def test_workers_expose_metrics_where_probes_and_monitors_look() -> None:
     data = settings_data()
     # Loopback is the default; containers bind wider on purpose (see the comments there).
@@ -71,8 +89,8 @@ def test_workers_expose_metrics_where_probes_and_monitors_look() -> None:
         c = container(deployment)
         assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == name
         assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": port}
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, (name, probe)
+        for probe, path in PROBES[name].items():
+            assert c[probe]["httpGet"] == {"path": path, "port": "metrics"}, (name, probe)
         # Room to finish the batch in flight, wait for acknowledgements and commit.
         assert spec["terminationGracePeriodSeconds"] >= 30
         assert c["resources"]["requests"] and c["resources"]["limits"]
@@ -97,7 +115,8 @@ def test_workers_expose_metrics_where_probes_and_monitors_look() -> None:
     ):
         env = compose[service]["environment"]
         assert env["FEEDPULSE_METRICS_HOST"] == "0.0.0.0"
-        assert f":{port}/metrics" in " ".join(compose[service]["healthcheck"]["test"])
+        check = PROBES[COMPOSE_SERVICES[service]]["readinessProbe"]
+        assert f":{port}{check}" in " ".join(compose[service]["healthcheck"]["test"])
         assert int(env[setting]) == port
         assert compose[service]["stop_grace_period"] == "60s"
         # Worker metrics are never published on the host.
