@@ -4,15 +4,25 @@ shadow evaluation of the candidate against the served version, then promote or r
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import json
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from online.jobs import Decision, FineTuneJob
-from serving.model_store import load_version, promote_version, serving_version
+from serving.model_store import (
+    DECISION_KEY,
+    job_version,
+    load_version,
+    promote_version,
+    record_decision,
+    serving_version,
+)
 from serving.tasks import TaskHead
 from serving.training.data import LabeledText, TaskData, data_name, split_holdout
 from serving.training.finetune import FineTuneConfig
@@ -121,11 +131,17 @@ def compare(
 def run_job(
     job: FineTuneJob, config: TrainerConfig, progress: TrainProgress | None = None
 ) -> Decision:
-    """Train a candidate for `job`, compare it with the served version, promote or reject."""
+    """Train a candidate for `job`, compare it with the served version, promote or reject.
+
+    The decision is recorded in the candidate's manifest before a promotion makes it
+    visible: a job run again (its decision never announced) answers from that record."""
 
     def decision(action: Any, reason: str, **extra: Any) -> Decision:
         return Decision(job.id, job.model, action, reason, job.base_version, **extra)
 
+    recovered = recover_decision(job, config)
+    if recovered is not None:
+        return recovered
     served = serving_version(config.repository, config.name)
     if served != job.base_version:
         return decision("skipped", f"superseded: the served version is now {served}")
@@ -157,20 +173,62 @@ def run_job(
     )
     figures["train_seconds"] = summary["training"]["train_seconds"]
     promote, why = config.rule.decide(gains, drops)
-    if promote:
-        # Another promotion or a rollback may have happened while this one trained.
-        if serving_version(config.repository, config.name) != job.base_version:
-            return decision(
-                "skipped",
-                "superseded while training",
-                candidate_version=candidate.version,
-                figures=figures,
-            )
-        promote_version(config.repository, config.name, candidate.version)
+    # Another promotion or a rollback may have happened while this one trained.
+    if promote and serving_version(config.repository, config.name) != job.base_version:
+        superseded = decision(
+            "skipped",
+            "superseded while training",
+            candidate_version=candidate.version,
+            figures=figures,
+        )
+        record_decision(candidate, dataclasses.asdict(superseded))
+        return superseded
     rule = dataclasses.asdict(config.rule)
-    return decision(
+    decided = decision(
         "promoted" if promote else "rejected",
         why,
         candidate_version=candidate.version,
         figures={**figures, "rule": rule},
     )
+    record_decision(candidate, dataclasses.asdict(decided))
+    if promote:
+        promote_version(config.repository, config.name, candidate.version)
+    return decided
+
+
+def recover_decision(job: FineTuneJob, config: TrainerConfig) -> Decision | None:
+    """The decision recorded for `job` by an earlier run whose announcement may have been
+    lost (the trainer was stopped before publishing it), or None when there is none.
+
+    A promotion recorded on a candidate that was not yet moved is completed if the job's
+    base is still served; otherwise that candidate is recorded as superseded."""
+    try:
+        found = job_version(config.repository, config.name, job.id)
+    except (OSError, ValueError, KeyError) as exc:  # an unreadable manifest elsewhere
+        log.warning("job %s: could not look for its decision record: %r", job.id, exc)
+        return None
+    if found is None:
+        return None
+    state, version = found
+    try:
+        original = Decision.decode(json.dumps(version.manifest[DECISION_KEY]).encode())
+    except ValueError as exc:
+        log.warning("job %s: unreadable decision record in %s: %s", job.id, version.path, exc)
+        return None
+    when = dt.datetime.fromtimestamp(original.decided_at, dt.UTC).isoformat(timespec="seconds")
+    note = f" [recovered after a restart: decided at {when}]"
+    if original.action == "promoted" and state == "candidate":
+        served = serving_version(config.repository, config.name)
+        if served != original.base_version:
+            superseded = dataclasses.replace(
+                original,
+                action="skipped",
+                reason=f"superseded before promotion: the served version is now {served}",
+                decided_at=time.time(),
+            )
+            record_decision(version, dataclasses.asdict(superseded))
+            return superseded
+        promote_version(config.repository, config.name, version.version)
+        note = f" [promotion completed after a restart: decided at {when}]"
+    log.warning("job %s: found its decision on version %d (%s)", job.id, version.version, state)
+    return dataclasses.replace(original, reason=original.reason + note)

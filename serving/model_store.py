@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,11 @@ MODEL_CARD = "MODEL_CARD.md"
 CANDIDATES_DIR = "candidates"
 RETIRED_DIR = "retired"
 VARIANT_FILES = {"fp32": FP32_FILE, "int8": INT8_FILE}
+# Manifest key of the trainer's decision on the job that produced a version.
+DECISION_KEY = "decision"
+STAGING_PREFIX = ".staging-"
+# Recorded outcomes of candidates the trainer did not promote: disposable under retention.
+NOT_PROMOTED = frozenset({"rejected", "skipped"})
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -144,6 +151,7 @@ def promote_version(repository: Path, name: str, version: int) -> ModelVersion:
             "roll back the newer versions instead"
         )
     source.rename(model_dir / str(version))
+    _sync_dir(model_dir)
     return load_version(repository, name, version)
 
 
@@ -199,5 +207,107 @@ def serving_version(repository: Path, name: str) -> int | None:
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest last, so a half-written version is never picked up."""
     tmp = path / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    with tmp.open("w") as out:
+        out.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        out.flush()
+        # Synced before the rename: the trainer's decision record must survive a crash.
+        os.fsync(out.fileno())
     tmp.replace(path / MANIFEST)
+    _sync_dir(path)
+
+
+def _sync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (best effort where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def record_decision(version: ModelVersion, decision: dict[str, Any]) -> ModelVersion:
+    """Add the trainer's decision on the job that produced `version` to its manifest.
+
+    Written atomically into the candidate before it is promoted, so a trainer killed after
+    the promotion still finds which job produced which version, with the figures."""
+    manifest = {**read_version(version.path).manifest, DECISION_KEY: decision}
+    write_manifest(version.path, manifest)
+    return read_version(version.path)
+
+
+def job_version(repository: Path, name: str, job_id: str) -> tuple[str, ModelVersion] | None:
+    """The version (and its state, as in `version_states`) a job's recorded decision is
+    on, or None when the job produced none (the newest, were there several)."""
+    found = [
+        (state, version)
+        for state, version in version_states(repository, name)
+        if isinstance(record := version.manifest.get(DECISION_KEY), dict)
+        and record.get("job_id") == job_id
+    ]
+    return found[-1] if found else None
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A directory `clean_repository` removed, its size, and why it could go."""
+
+    path: Path
+    size_bytes: int
+    kind: str  # "staging" or "rejected"
+
+
+def clean_repository(repository: Path, name: str, keep_rejected: int) -> list[Removed]:
+    """Remove leftover staging directories and all but the newest `keep_rejected`
+    candidates the trainer did not promote; return what was removed.
+
+    Served, previous and retired versions are never touched, nor candidates without a
+    recorded rejection (awaiting promotion, or made by hand). A staging directory whose
+    exporting process is alive (another process than this one) is still being written."""
+    model_dir = repository / name
+    found: list[tuple[Path, str]] = [
+        (path, "staging")
+        for home in (model_dir, model_dir / CANDIDATES_DIR)
+        if home.is_dir()
+        for path in sorted(home.glob(STAGING_PREFIX + "*"))
+        if path.is_dir() and not _exporter_alive(path)
+    ]
+    rejected = [
+        version
+        for state, version in version_states(repository, name)
+        if state == "candidate"
+        and isinstance(record := version.manifest.get(DECISION_KEY), dict)
+        and record.get("action") in NOT_PROMOTED
+    ]
+    dropped = rejected[: max(0, len(rejected) - keep_rejected)]
+    found += [(version.path, "rejected") for version in dropped]
+    removed = []
+    for path, kind in found:
+        size = _size(path)
+        shutil.rmtree(path)
+        removed.append(Removed(path, size, kind))
+    return removed
+
+
+def _exporter_alive(staging: Path) -> bool:
+    """Whether the process named in `.staging-VERSION-PID` runs, other than this one."""
+    pid_text = staging.name.rsplit("-", 1)[-1]
+    if not pid_text.isdigit() or int(pid_text) in (0, os.getpid()):
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())

@@ -36,11 +36,12 @@ _register(app, "trainer", learning.trainer)
 _register(app, "train", train.train)
 
 model_app = typer.Typer(
-    name="model", help="Model versions: list, promote, roll back.", no_args_is_help=True
+    name="model", help="Model versions: list, promote, roll back, clean.", no_args_is_help=True
 )
 _register(model_app, "list", model.list_versions)
 _register(model_app, "promote", model.promote)
 _register(model_app, "rollback", model.rollback)
+_register(model_app, "clean", model.clean)
 app.add_typer(model_app, name="model")
 
 triton_app = typer.Typer(

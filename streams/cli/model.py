@@ -1,4 +1,4 @@
-"""The `model` group: list the versions in the repository, promote one, roll back."""
+"""The `model` group: list the versions in the repository, promote one, roll back, clean."""
 
 from __future__ import annotations
 
@@ -103,3 +103,24 @@ def rollback(model_repository: ModelRepository = None, announce: Announce = True
     print(json.dumps(dataclasses.asdict(decision)))
     if announce:
         _announce(settings, decision)
+
+
+def clean(
+    model_repository: ModelRepository = None,
+    keep_rejected: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Rejected candidates to keep (default: the trainer_keep_rejected setting)"
+        ),
+    ] = None,
+) -> None:
+    """Remove leftover staging directories and all but the newest rejected candidates
+    (never a served or retired version); one JSON line per removed directory."""
+    from serving.model_store import clean_repository
+
+    settings = settings_or_exit(model_repository=model_repository)
+    keep = settings.trainer_keep_rejected if keep_rejected is None else keep_rejected
+    removed = clean_repository(settings.model_repository, settings.model_name, keep)
+    for item in removed:
+        print(json.dumps({"removed": str(item.path), "kind": item.kind, "bytes": item.size_bytes}))
+    err.print(f"removed {len(removed)} director{'y' if len(removed) == 1 else 'ies'}")

@@ -2,7 +2,10 @@
 
 Each job's decision (promoted, rejected, skipped, failed), with its numbers, goes to the
 decisions topic before the job's offset is committed: a trainer that dies mid-job runs it
-again, and a job whose base version is no longer served is skipped as superseded.
+again. A job that had already been decided (its decision is recorded in the manifest of
+the version it produced) is answered from that record, so a promotion made just before a
+kill is still announced; a job whose base version is no longer served otherwise is skipped
+as superseded. On start, leftover staging directories and old rejected candidates go.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from online.jobs import Decision, FineTuneJob
 from online.trainer import TrainerConfig, run_job
+from serving.model_store import clean_repository
 from serving.training.progress import TrainProgress
 from streams.kafka.clients import group_consumer, kafka_client_options
 from streams.kafka.records import dead_letter_record
@@ -74,6 +78,7 @@ class TrainerWorker:
     async def run(self) -> None:
         """Consume jobs, run each, publish its decision, then commit it."""
         s = self.settings
+        await asyncio.to_thread(self.clean)
         await ensure_topics(s, [s.jobs_topic, s.decisions_topic, s.dlq_topic])
         common = kafka_client_options(s)
         consumer = group_consumer(
@@ -110,6 +115,18 @@ class TrainerWorker:
             await consumer.stop()
             await producer.stop()
             log.info("trainer stopped")
+
+    def clean(self) -> None:
+        """Remove leftover staging directories and all but the newest
+        `trainer_keep_rejected` rejected candidates, logging each with its size."""
+        s = self.settings
+        try:
+            removed = clean_repository(s.model_repository, s.model_name, s.trainer_keep_rejected)
+        except Exception:  # a repository that cannot be tidied can still be trained on
+            log.exception("could not clean %s", s.model_repository / s.model_name)
+            return
+        for item in removed:
+            log.info("removed %s %s (%.1f MB)", item.kind, item.path, item.size_bytes / 1e6)
 
     async def _handle(self, rec: Any, producer: AIOKafkaProducer) -> None:
         s = self.settings

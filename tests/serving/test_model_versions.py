@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from serving.backends.hot_swap import FollowingClassifier
 from serving.model_store import (
     CANDIDATES_DIR,
     MANIFEST,
+    RETIRED_DIR,
     ModelNotFoundError,
     next_version,
     promote_version,
@@ -26,13 +28,22 @@ from serving.tasks import DEFAULT_TASKS
 NAME = "m"
 
 
-def make_version(repo: Path, version: int, *, candidate: bool = False) -> None:
-    home = repo / NAME / CANDIDATES_DIR if candidate else repo / NAME
+def make_version(
+    repo: Path,
+    version: int,
+    *,
+    candidate: bool = False,
+    retired: bool = False,
+    **manifest: Any,
+) -> Path:
+    """A version directory with a manifest (plus `manifest`'s keys); where it went."""
+    home = repo / NAME
+    home = home / CANDIDATES_DIR if candidate else home / RETIRED_DIR if retired else home
     path = home / str(version)
     path.mkdir(parents=True)
-    (path / MANIFEST).write_text(
-        json.dumps({"name": NAME, "version": version, "tasks": [], "max_length": 8})
-    )
+    doc = {"name": NAME, "version": version, "tasks": [], "max_length": 8, **manifest}
+    (path / MANIFEST).write_text(json.dumps(doc))
+    return path
 
 
 def test_a_candidate_is_not_served_until_promoted(tmp_path: Path) -> None:
