@@ -32,6 +32,8 @@ from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+# How often a worker logs where its partitions stand.
+STATUS_EVERY_S = 30.0
 
 
 class ClassifyWorker:
@@ -117,7 +119,11 @@ class ClassifyWorker:
         """Batch N is delivered while batch N+1 is fetched and classified."""
         s = self.settings
         consumer = partitions.consumer
+        next_status = time.monotonic() + STATUS_EVERY_S
         while not self._stop.is_set():
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + STATUS_EVERY_S
+                await self._log_status(partitions)
             # Never hold the lock in getmany: during a rebalance getmany waits for the
             # new assignment, which waits for the revoke listener, which takes the lock.
             records = await collect(partitions, s.max_batch, s.max_wait_ms)
@@ -141,6 +147,21 @@ class ClassifyWorker:
                 await self.finish_delivery()
                 self._delivery = asyncio.create_task(delivery.deliver(prepared))
         await self.finish_delivery()
+
+    async def _log_status(self, partitions: StuckPartitions) -> None:
+        """Where each owned partition stands: a stalled one shows as a position that stays."""
+        consumer = partitions.consumer
+        owned = sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+        positions = {}
+        for tp in owned:
+            try:
+                positions[f"{tp.topic}-{tp.partition}"] = await asyncio.wait_for(
+                    consumer.position(tp), 1.0
+                )
+            except Exception:  # no position yet (being reset): say so, never stop the loop
+                positions[f"{tp.topic}-{tp.partition}"] = None
+        paused = sorted(f"{tp.topic}-{tp.partition}" for tp in consumer.paused())
+        log.info("positions %s; paused %s; stuck %s", positions, paused, partitions.stuck)
 
     def abandon_batch(self) -> None:
         """A rebalance is under way: give up waiting on inference for the batch in hand."""

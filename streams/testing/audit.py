@@ -41,6 +41,8 @@ class Audit:
     first_consumed_s: float | None = None
     models: Counter[str] = field(default_factory=Counter)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    # Dead letters of other topics (feedback, jobs, decisions): (source topic, reason).
+    other_dead_letters: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def accounted(self, by: Key = "id") -> set[Any]:
         """Ids (or input positions) seen on either topic."""
@@ -66,6 +68,11 @@ class Audit:
         self.last_output_ms = ts if self.last_output_ms is None else max(self.last_output_ms, ts)
         if rec.topic == settings.dlq_topic:
             headers = decode_headers(rec.headers)
+            source = headers.get(DLQ_HEADER_PREFIX + "source.topic", settings.input_topic)
+            if source != settings.input_topic:
+                reason = headers.get(DLQ_HEADER_PREFIX + "reason", "?")
+                self.other_dead_letters[(source, reason)] += 1
+                return
             item_id = headers.get(DLQ_HEADER_PREFIX + "id", "?")
             self.dead_lettered[item_id] += 1
             position = (
