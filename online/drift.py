@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from river import drift as river_drift
 
+from online.watch_state import SnapshotError, dumps_river, loads_river
+
 Vector = npt.NDArray[np.float32]
 
 
@@ -79,6 +81,29 @@ class MeanShift:
         self._seen = 0
         self.drift_detected = False
 
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to go on where this left off (ADWIN pickled)."""
+        return {
+            "delta": self.delta,
+            "grace": self.grace,
+            "adwin": dumps_river(self._adwin),
+            "before": self._before,
+            "seen": self._seen,
+            "drift_detected": self.drift_detected,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from `to_state()` of a detector with the same delta and grace."""
+        if (state["delta"], state["grace"]) != (self.delta, self.grace):
+            raise SnapshotError(f"{self.name}: the snapshot's delta or grace differs")
+        adwin = loads_river(state["adwin"])
+        if not isinstance(adwin, river_drift.ADWIN):
+            raise SnapshotError(f"{self.name}: not an ADWIN")
+        self._adwin = adwin
+        self._before = float(state["before"])
+        self._seen = int(state["seen"])
+        self.drift_detected = bool(state["drift_detected"])
+
 
 class LabelMix:
     """The share of each label, one ADWIN per label (Bonferroni-split confidence)."""
@@ -122,6 +147,25 @@ class LabelMix:
             share.reset()
         self.moved = None
         self.drift_detected = False
+
+    def to_state(self) -> dict[str, Any]:
+        """Each label's window, and which label moved last."""
+        return {
+            "labels": list(self.labels),
+            "shares": {lab: s.to_state() for lab, s in self._shares.items()},
+            "moved": self.moved,
+            "drift_detected": self.drift_detected,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from `to_state()` of a detector over the same labels."""
+        if list(state["labels"]) != list(self.labels):
+            raise SnapshotError(f"{self.name}: the snapshot's labels differ")
+        for lab, share in self._shares.items():
+            share.load_state(state["shares"][lab])
+        moved = state["moved"]
+        self.moved = moved if moved in self._shares else None
+        self.drift_detected = bool(state["drift_detected"])
 
 
 @dataclass
@@ -254,6 +298,54 @@ class EmbeddingShift:
         self._since_check = 0
         self._last = None
         self.drift_detected = False
+
+    def _params(self) -> list[float]:
+        return [
+            self.reference_size,
+            self.window_size,
+            self.check_every,
+            self.z_threshold,
+            self.permutations,
+        ]
+
+    def to_state(self) -> dict[str, Any]:
+        """Both windows (as arrays), the kernel width, the last test and the RNG."""
+        last = self._last
+        return {
+            "params": self._params(),
+            "reference": _stack(self._reference),
+            "recent": _stack(list(self._recent)),
+            "since_check": self._since_check,
+            "gamma": self._gamma,
+            "last": [last.statistic, last.z, last.p_value] if last else None,
+            "rng": self._rng.bit_generator.state,
+            "drift_detected": self.drift_detected,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from `to_state()` of a test with the same windows and thresholds."""
+        if list(state["params"]) != self._params():
+            raise SnapshotError(f"{self.name}: the snapshot's windows or thresholds differ")
+        reference, recent = state["reference"], state["recent"]
+        if len(reference) > self.reference_size or len(recent) > self.window_size:
+            raise SnapshotError(f"{self.name}: windows larger than their sizes")
+        self._reference = [np.array(row, dtype=np.float32) for row in reference]
+        self._recent = deque(
+            (np.array(row, dtype=np.float32) for row in recent), maxlen=self.window_size
+        )
+        self._since_check = int(state["since_check"])
+        self._gamma = float(state["gamma"])
+        last = state["last"]
+        self._last = _MmdTest(*(float(v) for v in last)) if last else None
+        self._rng.bit_generator.state = state["rng"]
+        self.drift_detected = bool(state["drift_detected"])
+
+
+def _stack(vectors: Sequence[Vector]) -> Vector:
+    if not vectors:
+        return np.zeros((0, 0), dtype=np.float32)
+    out: Vector = np.stack(vectors).astype(np.float32, copy=False)
+    return out
 
 
 def detector_event_fields(detector: Detector) -> dict[str, Any]:

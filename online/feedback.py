@@ -3,193 +3,31 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    StringConstraints,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
+
+from online.feedback_records import (
+    Feedback,
+    Joined,
+    Observation,
+    feedback_bytes,
+    observation_bytes,
 )
-from pydantic_core import PydanticCustomError
+from online.watch_state import Deferred, SnapshotError, TextColumn
 
-# Why a feedback record is dead-lettered; stable strings (metric labels, headers).
-INVALID_FEEDBACK = "invalid_feedback"
+# Why feedback that found no prediction is dead-lettered (a stable string: metric labels,
+# headers).
 UNMATCHED_FEEDBACK = "feedback_unmatched"
-MAX_FEEDBACK_BYTES = 64 * 1024
-MAX_ID_CHARS = 512
-MAX_TEXT_CHARS = 20_000
-MAX_REASON_CHARS = 300
 
 
 @dataclass(frozen=True)
-class Feedback:
-    """A true label that arrived for item `id`, optionally with the item's text."""
-
-    id: str
-    task: str
-    label: str
-    text: str | None = None
-    # Where the record came from (topic, partition, offset): the caller commits past it
-    # only once it is joined or dead-lettered.
-    origin: tuple[str, int, int] | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the served model said about one item, kept until its feedback may arrive."""
-
-    id: str
-    text: str | None
-    labels: dict[str, str]
-    embedding: npt.NDArray[np.float32] | None
-    model_version: str
-    seen_at: float
-
-
-@dataclass(frozen=True)
-class Joined:
-    """A feedback label with the prediction it belongs to."""
-
-    feedback: Feedback
-    observation: Observation
-
-
-def _known_labels(info: ValidationInfo) -> Mapping[str, Sequence[str]]:
-    labels: Mapping[str, Sequence[str]] = (info.context or {}).get("labels", {})
-    return labels
-
-
-class _FeedbackRecord(BaseModel):
-    """A feedback record as it arrives; the task and label checks need the known labels
-    as validation context."""
-
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-    id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)] | int
-    task: str
-    label: str
-    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)] | None = None
-
-    @field_validator("id")
-    @classmethod
-    def _id_as_text(cls, value: str | int) -> str:
-        # Bits first: str() of a huge integer is slow, or refused beyond 4300 digits.
-        if isinstance(value, int) and (
-            value.bit_length() > 4 * MAX_ID_CHARS or len(str(value)) > MAX_ID_CHARS
-        ):
-            raise PydanticCustomError("feedback", f"'id' is over {MAX_ID_CHARS} digits")
-        return str(value)
-
-    @field_validator("task")
-    @classmethod
-    def _known_task(cls, value: str, info: ValidationInfo) -> str:
-        labels = _known_labels(info)
-        if value not in labels:
-            raise PydanticCustomError(
-                "feedback",
-                "'task' must be one of {tasks}, got {got}",
-                {"tasks": str(sorted(labels)), "got": repr(value[:100])},
-            )
-        return value
-
-    @field_validator("label")
-    @classmethod
-    def _known_label(cls, value: str, info: ValidationInfo) -> str:
-        task = info.data.get("task")
-        known = _known_labels(info).get(task, ()) if isinstance(task, str) else ()
-        if task is not None and value not in known:
-            raise PydanticCustomError(
-                "feedback",
-                "'label' must be one of {labels} for {task}, got {got}",
-                {"labels": str(list(known)), "task": task, "got": repr(value[:100])},
-            )
-        return value
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise PydanticCustomError("feedback", "'text' must not be blank")
-        return value
-
-
-# What each field must be, for errors pydantic raises before our validators run.
-_RULES = {
-    "id": f"'id' must be a non-empty string (at most {MAX_ID_CHARS} characters) or an integer",
-    "task": "'task' must be one of {tasks}",
-    "label": "'label' must be a label (a string) of the task",
-    "text": f"'text' must be a non-empty string of at most {MAX_TEXT_CHARS} characters "
-    "when present",
-}
-
-
-def _reason(exc: ValidationError, labels: Mapping[str, Sequence[str]]) -> str:
-    """The first problem of a record, short enough for a dead-letter header."""
-    first = exc.errors(include_url=False)[0]
-    loc = first["loc"]
-    if first["type"] == "feedback":
-        why = first["msg"]
-    elif first["type"] == "json_invalid":
-        why = f"invalid JSON: {first['msg'].removeprefix('Invalid JSON: ')}"
-    elif not loc:
-        why = f"expected a JSON object, got {_json_type(first.get('input'))}"
-    else:
-        why = _RULES.get(str(loc[0]), f"{loc[0]!r} is invalid").format(tasks=sorted(labels))
-        if first["type"] == "missing":
-            why = f"'{loc[0]}' is missing: {why}"
-    return why[:MAX_REASON_CHARS]
-
-
-def _json_type(value: object) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def parse_feedback(
-    value: bytes | None,
-    labels: Mapping[str, Sequence[str]],
-    origin: tuple[str, int, int] | None = None,
-) -> Feedback | str:
-    """A feedback record `{id, task, label[, text]}`, or why it is unusable (never raises)."""
-    if not value:
-        return "record has no value"
-    if len(value) > MAX_FEEDBACK_BYTES:
-        return f"{len(value)} bytes exceeds the {MAX_FEEDBACK_BYTES}-byte feedback limit"
-    try:
-        rec = _FeedbackRecord.model_validate_json(value, context={"labels": labels})
-    except ValidationError as exc:
-        return _reason(exc, labels)
-    return Feedback(str(rec.id), rec.task, rec.label, rec.text, origin)
-
-
-# Per kept record, besides its text and embedding: the objects, dict slots and fields.
-RECORD_OVERHEAD_BYTES = 200
-
-
-def observation_bytes(obs: Observation) -> int:
-    """What keeping a prediction costs, roughly: its text, embedding, labels and overhead."""
-    text = len(obs.text.encode("utf-8", "replace")) if obs.text else 0
-    embedding = obs.embedding.nbytes if obs.embedding is not None else 0
-    labels = sum(len(k) + len(v) for k, v in obs.labels.items())
-    return RECORD_OVERHEAD_BYTES + len(obs.id) + text + embedding + labels
-
-
-def feedback_bytes(fb: Feedback) -> int:
-    """What keeping a waiting feedback record costs, roughly."""
-    text = len(fb.text.encode("utf-8", "replace")) if fb.text else 0
-    return RECORD_OVERHEAD_BYTES + len(fb.id) + len(fb.task) + len(fb.label) + text
-
-
-@dataclass
 class _Waiting:
-    feedback: list[Feedback]
+    # Immutable (replaced on each arrival), so a snapshot copies only the dict's values.
+    id: str
+    feedback: tuple[Feedback, ...]
     since: float
     nbytes: int
 
@@ -253,11 +91,13 @@ class FeedbackJoin:
         if waiting is None:
             if len(self._waiting) >= self.max_items:
                 return None, fb
-            waiting = self._waiting[fb.id] = _Waiting([], now, 0)
+            waiting = _Waiting(fb.id, (), now, 0)
         elif len(waiting.feedback) >= self.max_waiting_per_id:
             return None, fb
-        waiting.feedback.append(fb)
-        waiting.nbytes += size
+        # Assigning an existing key keeps its place in the order (oldest first).
+        self._waiting[fb.id] = _Waiting(
+            fb.id, (*waiting.feedback, fb), waiting.since, waiting.nbytes + size
+        )
         self._waiting_bytes += size
         return None, None
 
@@ -279,6 +119,42 @@ class FeedbackJoin:
             expired.extend(waiting.feedback)
         return expired
 
+    def snapshot(self) -> Deferred:
+        """A copy for a snapshot, cheap enough for the event loop: records are immutable,
+        only the containers are copied; `to_state()` lays them out later, off the loop."""
+        # Two list copies and nothing else: 100,000 new objects here would cost the loop a
+        # full garbage collection of the whole state.
+        return _JoinCopy(list(self._predictions.values()), list(self._waiting.values()))
+
+    def load_state(
+        self, state: dict[str, Any], tasks: Collection[str] | None = None
+    ) -> list[Feedback]:
+        """Replace the contents with a snapshot's `to_state()`, under this join's caps.
+
+        Predictions over the caps are forgotten (oldest first). Waiting feedback of a task
+        not in `tasks`, or over a cap, is returned (the caller keeps or dead-letters it).
+        """
+        self._predictions.clear()
+        self._waiting.clear()
+        self._predictions_bytes = self._waiting_bytes = 0
+        for obs in _observations(state["predictions"]):
+            size = observation_bytes(obs)
+            self._predictions[obs.id] = (obs, size)
+            self._predictions_bytes += size
+        while self._predictions and (
+            len(self._predictions) > self.max_items or self._predictions_bytes > self.max_bytes
+        ):
+            self._forget_oldest_prediction()
+        left_out: list[Feedback] = []
+        for fb, since in _waiting_feedback(state["waiting"]):
+            if tasks is not None and fb.task not in tasks:
+                left_out.append(fb)
+                continue
+            joined, overflow = self.add(fb, since)
+            if joined is not None or overflow is not None:
+                left_out.append(fb)
+        return left_out
+
     def waiting_origins(self) -> list[tuple[str, int, int]]:
         """Where the feedback still waiting came from."""
         return [fb.origin for w in self._waiting.values() for fb in w.feedback if fb.origin]
@@ -292,3 +168,106 @@ class FeedbackJoin:
     def bytes(self) -> tuple[int, int]:
         """Estimated bytes of (predictions kept, feedback waiting)."""
         return self._predictions_bytes, self._waiting_bytes
+
+
+@dataclass(frozen=True)
+class _JoinCopy(Deferred):
+    predictions: list[tuple[Observation, int]]
+    waiting: list[_Waiting]
+
+    def to_state(self) -> dict[str, Any]:
+        """Predictions and waiting feedback as columns: texts and embeddings in blobs."""
+        preds = [obs for obs, _ in self.predictions]
+        widths = np.array(
+            [o.embedding.size if o.embedding is not None else -1 for o in preds], dtype=np.int32
+        )
+        embeddings = [o.embedding.reshape(-1) for o in preds if o.embedding is not None]
+        flat = (
+            np.concatenate(embeddings).astype(np.float32, copy=False)
+            if embeddings
+            else np.zeros(0, dtype=np.float32)
+        )
+        tasks = sorted({task for o in preds for task in o.labels})
+        records = [(w, fb) for w in self.waiting for fb in w.feedback]
+        return {
+            "predictions": {
+                "id": TextColumn([o.id for o in preds]),
+                "text": TextColumn([o.text for o in preds]),
+                "labels": {t: TextColumn([o.labels.get(t) for o in preds]) for t in tasks},
+                "version": TextColumn([o.model_version for o in preds]),
+                "seen_at": np.array([o.seen_at for o in preds], dtype=np.float64),
+                "width": widths,
+                "embedding": flat,
+            },
+            # One row per record; an id's records are consecutive and share `since`.
+            "waiting": {
+                "id": TextColumn([fb.id for _, fb in records]),
+                "since": np.array([w.since for w, _ in records], dtype=np.float64),
+                "task": TextColumn([fb.task for _, fb in records]),
+                "label": TextColumn([fb.label for _, fb in records]),
+                "text": TextColumn([fb.text for _, fb in records]),
+                "origin_topic": TextColumn(
+                    [fb.origin[0] if fb.origin else None for _, fb in records]
+                ),
+                "origin_partition": np.array(
+                    [fb.origin[1] if fb.origin else -1 for _, fb in records], dtype=np.int64
+                ),
+                "origin_offset": np.array(
+                    [fb.origin[2] if fb.origin else -1 for _, fb in records], dtype=np.int64
+                ),
+            },
+        }
+
+
+def _columns(columns: dict[str, Any], names: Sequence[str]) -> list[Any]:
+    """The named columns, checked to be of one length."""
+    out = [columns[n] for n in names]
+    if len({len(c) for c in out}) > 1:
+        raise SnapshotError(f"columns {list(names)} of different lengths")
+    return out
+
+
+def _observations(columns: dict[str, Any]) -> list[Observation]:
+    """The predictions of `_JoinCopy.to_state()`, oldest first, each with its own array."""
+    ids, texts, versions, seen_at, widths = _columns(
+        columns, ["id", "text", "version", "seen_at", "width"]
+    )
+    labels = {task: _columns(columns["labels"], [task])[0] for task in columns["labels"]}
+    if any(len(col) != len(ids) for col in labels.values()):
+        raise SnapshotError("label columns of another length")
+    flat = columns["embedding"]
+    if int(widths[widths >= 0].sum()) != len(flat):
+        raise SnapshotError("embedding widths do not add up to the embeddings")
+    out: list[Observation] = []
+    at = 0
+    for i, item_id in enumerate(ids):
+        width = int(widths[i])
+        embedding = None
+        if width >= 0:
+            # A copy: a view would keep the whole snapshot array alive.
+            embedding = np.array(flat[at : at + width], dtype=np.float32)
+            at += width
+        out.append(
+            Observation(
+                item_id,
+                texts[i],
+                {t: col[i] for t, col in labels.items() if col[i] is not None},
+                embedding,
+                versions[i],
+                float(seen_at[i]),
+            )
+        )
+    return out
+
+
+def _waiting_feedback(columns: dict[str, Any]) -> list[tuple[Feedback, float]]:
+    """The waiting feedback of `_JoinCopy.to_state()`, oldest first, with `since`."""
+    names = ["id", "since", "task", "label", "text"]
+    names += ["origin_topic", "origin_partition", "origin_offset"]
+    ids, since, tasks, labels, texts, topics, partitions, offsets = _columns(columns, names)
+    out = []
+    for i, item_id in enumerate(ids):
+        topic = topics[i]
+        origin = (topic, int(partitions[i]), int(offsets[i])) if topic is not None else None
+        out.append((Feedback(item_id, tasks[i], labels[i], texts[i], origin), float(since[i])))
+    return out

@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from river import linear_model, metrics, optim, utils
 
+from online.watch_state import SnapshotError, dumps_river, loads_river
+
 ROLLING_WINDOW = 500
 
 
@@ -92,3 +94,34 @@ class HybridHead:
             "hybrid": float(self._hybrid[task].get()),
             "served": float(self._served[task].get()),
         }
+
+    def to_state(self) -> dict[str, Any]:
+        """The learners and both rolling scores of every task (river objects, pickled)."""
+        return {
+            "tasks": list(self.tasks),
+            "learning_rate": self.learning_rate,
+            "window": self.window,
+            "learned": dict(self.learned),
+            "models": {
+                t: dumps_river((self._learners[t], self._hybrid[t], self._served[t]))
+                for t in self.tasks
+            },
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from `to_state()` of a head with the same tasks, step and window."""
+        same = (list(state["tasks"]), state["learning_rate"], state["window"]) == (
+            list(self.tasks),
+            self.learning_rate,
+            self.window,
+        )
+        if not same:
+            raise SnapshotError("the hybrid head's tasks, learning rate or window differ")
+        for t in self.tasks:
+            learner, hybrid, served = loads_river(state["models"][t])
+            if not isinstance(learner, linear_model.SoftmaxRegression) or not all(
+                isinstance(r, utils.Rolling) for r in (hybrid, served)
+            ):
+                raise SnapshotError(f"hybrid head {t!r}: unexpected objects")
+            self._learners[t], self._hybrid[t], self._served[t] = learner, hybrid, served
+            self.learned[t] = int(state["learned"][t])

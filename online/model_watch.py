@@ -1,5 +1,7 @@
 """The model watch: detectors on every prediction, feedback joined and learned from, and
-the fine-tuning policy deciding when a job is due. No Kafka here; the caller feeds it."""
+the fine-tuning policy deciding when a job is due. No Kafka here; the caller feeds it.
+
+Its snapshot (capture and restore) is `online.model_watch_state`."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from online.drift import Detector, EmbeddingShift, LabelMix, MeanShift, detector_event_fields
-from online.feedback import Feedback, FeedbackJoin, Joined, Observation
+from online.feedback import FeedbackJoin
+from online.feedback_records import Feedback, Joined, Observation
 from online.hybrid import HybridHead
 from online.jobs import Decision, FineTuneJob
-from online.policy import FineTunePolicy
+from online.policy import RETRY_ACTIONS, VOLUME_DETECTOR, FineTunePolicy
 from serving.tasks import TaskHead
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class WatchConfig:
     finetune_max_rows: int = 5000
     finetune_cooldown_s: float = 1800.0
     finetune_volume_trigger: int = 0
+    finetune_retry_backoff_s: float = 3600.0
     # An encoded job is at most this big (the oldest rows are left out to fit).
     jobs_max_bytes: int = 8 * 1024 * 1024
 
@@ -76,8 +80,10 @@ class WatchCounts:
     version_changes: int = 0
 
 
-@dataclass
-class _Row:
+@dataclass(frozen=True)
+class TrainingRow:
+    """A row kept for fine-tuning: a text, its true label, and its number in arrival order."""
+
     text: str
     label: str
     seq: int
@@ -107,12 +113,15 @@ class ModelWatch:
             min_feedback=c.finetune_min_feedback,
             cooldown_s=c.finetune_cooldown_s,
             volume_trigger=c.finetune_volume_trigger,
+            retry_backoff_s=c.finetune_retry_backoff_s,
         )
-        self.rows: dict[str, deque[_Row]] = {
+        self.rows: dict[str, deque[TrainingRow]] = {
             t.name: deque(maxlen=c.feedback_keep_rows) for t in c.tasks
         }
         self._seq = 0
         self._trigger_seq: int | None = None
+        # The first row of the job in flight (None: all rows), for a retry to start from.
+        self._job_since: int | None = None
         self._reset_detectors()
 
     def _reset_detectors(self) -> None:
@@ -201,7 +210,7 @@ class ModelWatch:
 
     def _keep_row(self, text: str, task: str, label: str) -> None:
         self._seq += 1
-        self.rows[task].append(_Row(text, label, self._seq))
+        self.rows[task].append(TrainingRow(text, label, self._seq))
         self.policy.on_feedback()
 
     def _learn(self, joined: Joined) -> list[dict[str, Any]]:
@@ -241,7 +250,7 @@ class ModelWatch:
         reasons = self.policy.due(now)
         if reasons is None:
             return None
-        since = self._trigger_seq if reasons[0].get("detector") != "feedback_volume" else None
+        since = self._trigger_seq if reasons[0].get("detector") != VOLUME_DETECTOR else None
         rows = {
             task: [(r.text, r.label) for r in kept if since is None or r.seq > since][
                 -self.config.finetune_max_rows :
@@ -254,7 +263,8 @@ class ModelWatch:
             rows={t: r for t, r in rows.items() if r},
             reasons=reasons,
         )
-        self.policy.started(job.id)
+        self.policy.started(job.id, reasons)
+        self._job_since = since
         self._trigger_seq = None
         try:
             job = job.fitted(self.config.jobs_max_bytes)
@@ -283,9 +293,20 @@ class ModelWatch:
     def decided(self, decision: Decision, now: float) -> None:
         """A trainer's decision: ends the job in flight and starts the cooldown."""
         self.last_decision = decision
-        if self.policy.finished(decision.job_id, now):
-            self._trigger_seq = None
+        if self.policy.finished(decision.job_id, now, decision.action):
+            # A retry trains on the rows since the drift the rejected job was queued for.
+            retry = decision.action in RETRY_ACTIONS and bool(self.policy.triggers)
+            self._trigger_seq = self._job_since if retry else None
+            self._job_since = None
             log.info("job %s %s: %s", decision.job_id, decision.action, decision.reason)
+            if retry:
+                log.warning(
+                    "job %s %s: its drift is armed again, next job not before %s (%d in a row)",
+                    decision.job_id,
+                    decision.action,
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.policy.not_before)),
+                    self.policy.rejections,
+                )
 
     def task_names(self) -> Sequence[str]:
         """The watched tasks."""

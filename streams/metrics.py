@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -90,14 +90,6 @@ class WorkerMetrics:
             self.model_info.labels(*self._serving).set(0)
         self.model_info.labels(*current).set(1)
         self._serving = current
-
-
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> int | None:
-    """Expose `registry` over HTTP; port 0 means off. Returns the bound port."""
-    if port == 0:
-        return None
-    start_http_server(port, addr=host, registry=registry)
-    return port
 
 
 class KeyLabels:
@@ -287,6 +279,55 @@ class WatchMetrics:
             registry=registry,
         )
         self.stuck = stuck_partition_gauge(registry)
+        self._state_metrics(registry)
+
+    def _state_metrics(self, registry: CollectorRegistry) -> None:
+        self.restored = Counter(
+            "feedpulse_watch_state_restored",
+            "Watch starts by outcome of loading the snapshot (restored, fresh, corrupt, mismatch)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.snapshot_seconds = Histogram(
+            "feedpulse_watch_snapshot_seconds",
+            "Time to snapshot the watch state: copy on the event loop plus write to disk",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.snapshot_capture_seconds = Histogram(
+            "feedpulse_watch_snapshot_capture_seconds",
+            "Time the event loop spends copying the state for a snapshot",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.snapshot_bytes = Gauge(
+            "feedpulse_watch_snapshot_bytes", "Size of the last snapshot written", registry=registry
+        )
+        self.snapshot_time = Gauge(
+            "feedpulse_watch_snapshot_timestamp_seconds",
+            "When the last snapshot was written (Unix time)",
+            registry=registry,
+        )
+        self.snapshot_failures = Counter(
+            "feedpulse_watch_snapshot_failures",
+            "Snapshots that could not be written (nothing committed for them)",
+            registry=registry,
+        )
+        self.job_in_flight = Gauge(
+            "feedpulse_finetune_job_in_flight",
+            "1 while a fine-tuning job is queued or running, else 0",
+            registry=registry,
+        )
+        self.job_not_before = Gauge(
+            "feedpulse_finetune_not_before_timestamp_seconds",
+            "No job starts before this Unix time (cooldown or retry back-off)",
+            registry=registry,
+        )
+        self.rejections = Gauge(
+            "feedpulse_finetune_consecutive_rejections",
+            "Rejected or failed jobs since the last promotion (the retry back-off doubles)",
+            registry=registry,
+        )
 
     def _join_gauges(self, registry: CollectorRegistry) -> None:
         self.waiting = Gauge(

@@ -70,9 +70,10 @@ async def run_watch(settings: Settings, registry: CollectorRegistry | None = Non
     from online.model_watch import ModelWatch
     from streams.learning.watch_worker import WatchWorker, watch_config, watched_tasks
 
-    metrics = WatchMetrics(_metrics(settings, settings.watch_metrics_port, registry))
+    readiness = Readiness()
+    metrics = WatchMetrics(_metrics(settings, settings.watch_metrics_port, registry, readiness))
     watch = ModelWatch(watch_config(settings, watched_tasks(settings)))
-    await run_until_signalled(WatchWorker(settings, watch, metrics))
+    await run_until_signalled(WatchWorker(settings, watch, metrics, readiness))
 
 
 async def run_trainer(settings: Settings) -> None:

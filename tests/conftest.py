@@ -80,8 +80,11 @@ def broker(broker_factory: Callable[[], EmbeddedBroker]) -> EmbeddedBroker:
 
 
 @pytest.fixture
-def settings_factory(built_model: BuiltModel) -> Callable[..., Settings]:
-    """Settings for a test: unique topics and group, the session model, metrics off."""
+def settings_factory(
+    built_model: BuiltModel, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Settings]:
+    """Settings for a test: unique topics and group, the session model, metrics off, the
+    watch's state in a temporary directory."""
 
     def make(broker: EmbeddedBroker, **overrides: Any) -> Settings:
         tag = uuid.uuid4().hex[:8]
@@ -94,6 +97,7 @@ def settings_factory(built_model: BuiltModel) -> Callable[..., Settings]:
             "model_repository": built_model.repository,
             "metrics_port": 0,
             "topic_partitions": 4,
+            "watch_state_dir": tmp_path_factory.mktemp("watch-state"),
         }
         values.update(overrides)
         return Settings(**values)

@@ -100,6 +100,8 @@ class FetchGate:
     def resume(self) -> None:
         """Fetch again, if paused (stuck partitions stay paused until their retry)."""
         if self.partitions is not None and self._paused:
-            self.partitions.resume(*self.partitions.consumer.paused())
+            # What was held, not what the consumer reports paused: after a rebalance the
+            # consumer's new assignment knows nothing of the pause, the bookkeeping does.
+            self.partitions.resume(*self.partitions.held)
             self._paused = False
             log.info("inference is back: fetching resumed")

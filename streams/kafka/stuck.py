@@ -139,6 +139,11 @@ class StuckPartitions:
         """Whether `tp` is stuck (paused, or being fetched again to test it)."""
         return tp in self._stuck
 
+    @property
+    def held(self) -> set[TopicPartition]:
+        """The partitions the caller paused (and has not resumed)."""
+        return set(self._held)
+
     def pause(self, *partitions: TopicPartition) -> None:
         """Pause partitions for the caller's own reasons (backpressure)."""
         assigned = self.consumer.assignment()

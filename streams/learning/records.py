@@ -13,7 +13,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from online.feedback import Observation
+from online.feedback_records import Observation
 from streams.kafka.records import decode_embedding
 from streams.messages import MAX_ID_CHARS
 

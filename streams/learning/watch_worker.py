@@ -2,33 +2,43 @@
 fine-tuning jobs out.
 
 It reads the labeled topic, the feedback topic and the trainer's decisions with one
-consumer. Feedback offsets are committed only past records that are joined or
-dead-lettered, so feedback still waiting for its prediction is read again after a
-restart rather than lost.
+consumer. Its state (join, rows, policy, detectors, hybrid head) is snapshotted to
+`watch_state_dir` every `watch_snapshot_s`, after a job is queued or decided, and on a
+clean stop, with the consumer positions it covers; offsets are committed only up to what
+the last written snapshot covers. A restart loads the snapshot and seeks each partition to
+its position where that is ahead of the committed offset (killed between the write and the
+commit), so nothing the state on disk lacks was committed and nothing it holds is read
+twice.
+
+The snapshot bookkeeping is `watch_snapshots`, the sends `watch_outbox`, the gauges
+`watch_metrics`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from online.feedback import INVALID_FEEDBACK, UNMATCHED_FEEDBACK, Feedback, parse_feedback
+from online.feedback_records import INVALID_FEEDBACK, parse_feedback
 from online.jobs import Decision
 from online.model_watch import ModelWatch, WatchConfig
+from online.model_watch_state import watch_snapshot
+from online.watch_state import snapshot_path
 from serving.model_store import load_version, serving_version
 from serving.tasks import DEFAULT_TASKS, TaskHead
+from streams.health import Readiness
 from streams.kafka.clients import group_consumer, kafka_client_options
-from streams.kafka.records import DLQ_HEADER_PREFIX, dead_letter_headers, dead_letter_record
 from streams.kafka.stuck import StuckPartitions
 from streams.kafka.topics import ensure_topics, jobs_record_limit
 from streams.learning.records import INVALID_DECISION, INVALID_LABELED_RECORD, read_prediction
-from streams.messages import Origin, Rejection
+from streams.learning.watch_metrics import export_watch_metrics
+from streams.learning.watch_outbox import WatchOutbox
+from streams.learning.watch_snapshots import ResumeAtSnapshot, WatchSnapshots
 from streams.metrics import WatchMetrics
 from streams.settings import Settings
 
@@ -62,6 +72,7 @@ def watch_config(settings: Settings, tasks: Sequence[TaskHead]) -> WatchConfig:
         finetune_max_rows=s.finetune_max_rows,
         finetune_cooldown_s=s.finetune_cooldown_s,
         finetune_volume_trigger=s.finetune_volume_trigger,
+        finetune_retry_backoff_s=s.finetune_retry_backoff_s,
         jobs_max_bytes=s.jobs_max_bytes,
     )
 
@@ -82,24 +93,38 @@ def watch_topics(settings: Settings) -> list[str]:
 class WatchWorker:
     """Runs a ModelWatch against the broker until `stop()`."""
 
-    def __init__(self, settings: Settings, watch: ModelWatch, metrics: WatchMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        watch: ModelWatch,
+        metrics: WatchMetrics,
+        readiness: Readiness | None = None,
+    ) -> None:
         self.settings = settings
         self.watch = watch
         self.metrics = metrics
         self.labels = {t.name: t.labels for t in watch.config.tasks}
         self._stop = asyncio.Event()
-        self._producer: AIOKafkaProducer | None = None
-        self._pending: list[asyncio.Future[Any]] = []
+        self.outbox = WatchOutbox(settings, metrics)
         # Embedding width per model version, from its first valid prediction.
         self._widths: dict[str, int] = {}
+        self.snapshots = WatchSnapshots(
+            snapshot_path(settings.watch_state_dir, watch.config.model),
+            watch.config.model,
+            metrics,
+        )
+        # Ready once its state is restored and it consumes.
+        self._consuming = False
+        (readiness or Readiness()).add("consuming", lambda: self._consuming)
 
     def stop(self) -> None:
-        """Finish the records in hand, commit and leave."""
+        """Finish the records in hand, snapshot, commit and leave."""
         self._stop.set()
 
     async def run(self) -> None:
-        """Consume, watch, publish; commit after what was published is acknowledged."""
+        """Consume, watch, publish; snapshot the state, then commit what it covers."""
         s = self.settings
+        snaps = self.snapshots
         await ensure_topics(s, watch_topics(s))
         common = kafka_client_options(s)
         consumer = group_consumer(s, s.watch_group_id, auto_offset_reset="earliest")
@@ -107,44 +132,73 @@ class WatchWorker:
         producer = AIOKafkaProducer(
             **common, acks="all", linger_ms=5, max_request_size=jobs_record_limit(s)
         )
-        consumer.subscribe([s.output_topic, s.feedback_topic, s.decisions_topic])
+        consumer.subscribe(
+            [s.output_topic, s.feedback_topic, s.decisions_topic],
+            listener=ResumeAtSnapshot(snaps, consumer),
+        )
         await producer.start()
-        self._producer = producer
+        self.outbox.producer = producer
         try:
+            await self.restore()
+            await self.outbox.flush()
+            export_watch_metrics(self.metrics, self.watch)
             await consumer.start()
             # An undecodable batch stalls its own partition (reported), not the watch.
             partitions = StuckPartitions(
                 consumer, self.metrics.stuck, s.stuck_retry_s, process="model watch"
             )
             log.info("%s: %s + %s", READY_MARKER, s.output_topic, s.feedback_topic)
+            self._consuming = True
             next_tick = time.monotonic()
+            next_snapshot = time.monotonic() + s.watch_snapshot_s
             while not self._stop.is_set():
                 got = await partitions.getmany(timeout_ms=POLL_MS, max_records=500)
-                processed: dict[TopicPartition, int] = {}
                 for tp, records in got.items():
                     for rec in records:
                         self._handle(rec)
-                        processed[tp] = rec.offset + 1
+                        snaps.handled(tp, rec.offset)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + TICK_S
                     self._tick()
-                await self._flush()
-                if processed:
-                    await consumer.commit(self._commit_offsets(processed))
-                self._update_metrics()
+                # Everything a snapshot covers has its outputs acknowledged first.
+                await self.outbox.flush()
+                if snaps.writing is not None and snaps.writing.done():
+                    await snaps.finish(consumer)
+                due = snaps.soon or time.monotonic() >= next_snapshot
+                if due and snaps.writing is None:
+                    next_snapshot = time.monotonic() + s.watch_snapshot_s
+                    snaps.start(self._capture)
+                export_watch_metrics(self.metrics, self.watch)
+            await snaps.stop(consumer, self._capture)
         finally:
+            await snaps.settle()
             await consumer.stop()
             await producer.stop()
             log.info("model watch stopped")
 
-    def _commit_offsets(self, processed: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """Never commit past feedback that still waits for its prediction."""
-        offsets = dict(processed)
-        for topic, partition, offset in self.watch.join.waiting_origins():
-            tp = TopicPartition(topic, partition)
-            if tp in offsets:
-                offsets[tp] = min(offsets[tp], offset)
-        return offsets
+    def _topics(self) -> list[str]:
+        s = self.settings
+        return [s.output_topic, s.feedback_topic, s.decisions_topic]
+
+    async def restore(self) -> str:
+        """Resume from the snapshot on disk, if any. Returns the outcome: `restored`,
+        `fresh` (none), `mismatch` (a snapshot of other topics: moved aside as
+        `.mismatch-<ts>`) or `corrupt` (unreadable, damaged, another format version or
+        model: moved aside as `.corrupt-<ts>`); the watch starts fresh rather than crash."""
+        outcome, restored = await self.snapshots.load(self.watch.config, self._topics())
+        if restored is not None:
+            self.watch = restored.watch
+            self._widths = restored.widths
+            for fb in restored.back:
+                self.outbox.dead_letter_feedback(fb, "no room for it in the restored join")
+        self.metrics.restored.labels(outcome).inc()
+        return outcome
+
+    def _capture(self) -> dict[str, Any]:
+        """The state to snapshot: the watch's, with the worker's own beside it."""
+        state = watch_snapshot(self.watch)
+        state["worker"] = {"widths": dict(self._widths), "topics": self._topics()}
+        return state
 
     def _handle(self, rec: Any) -> None:
         s = self.settings
@@ -155,15 +209,17 @@ class WatchWorker:
             parsed = parse_feedback(rec.value, self.labels, (rec.topic, rec.partition, rec.offset))
             if isinstance(parsed, str):
                 self.metrics.feedback.labels("invalid").inc()
-                self._dead_letter(rec, INVALID_FEEDBACK, parsed)
+                self.outbox.dead_letter(rec, INVALID_FEEDBACK, parsed)
                 return
             before = self.watch.counts.joined
             events, overflow = self.watch.feedback(parsed, now)
             outcome = "joined" if self.watch.counts.joined > before else "waiting"
             self.metrics.feedback.labels(outcome).inc()
-            self._publish_drift(events)
+            self.outbox.drift(events)
             if overflow is not None:
-                self._dead_letter_feedback(overflow, "too much feedback is waiting for predictions")
+                self.outbox.dead_letter_feedback(
+                    overflow, "too much feedback is waiting for predictions"
+                )
         elif rec.topic == s.decisions_topic:
             try:
                 decision = Decision.decode(rec.value)
@@ -171,7 +227,10 @@ class WatchWorker:
                 self._unreadable(rec, INVALID_DECISION, str(exc))
                 return
             self.metrics.decisions.labels(decision.action).inc()
+            in_flight = self.watch.policy.in_flight
             self.watch.decided(decision, now)
+            # The end of a job (cooldown, back-off) must survive a restart soon.
+            self.snapshots.soon |= in_flight is not None and self.watch.policy.in_flight is None
 
     def _prediction(self, rec: Any, now: float) -> None:
         parsed = read_prediction(rec.value, self.labels, self._widths, now)
@@ -183,7 +242,7 @@ class WatchWorker:
             self._widths.setdefault(obs.model_version, obs.embedding.size)
         events, _ = self.watch.observe(obs, scores)
         self.metrics.predictions.inc()
-        self._publish_drift(events)
+        self.outbox.drift(events)
 
     def _unreadable(self, rec: Any, reason: str, error: str) -> None:
         self.metrics.unreadable.labels(rec.topic).inc()
@@ -195,91 +254,23 @@ class WatchWorker:
             reason,
             error,
         )
-        self._dead_letter(rec, reason, error)
+        self.outbox.dead_letter(rec, reason, error)
 
     def _tick(self) -> None:
         s = self.settings
         now = time.time()
         for fb in self.watch.expire(now):
-            self._dead_letter_feedback(
+            self.snapshots.dirty = True
+            self.outbox.dead_letter_feedback(
                 fb, f"no prediction for id {fb.id!r} within {s.feedback_window_s:g} s"
             )
         base = serving_version(s.model_repository, s.model_name)
         job = self.watch.due_job(now, base)
         if job is not None:
             self.metrics.jobs.inc()
-            self._send(s.jobs_topic, job.model.encode(), job.encode())
-
-    def _send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        assert self._producer is not None
-        # send() only queues; the futures are awaited in _flush before any commit.
-        self._pending.append(
-            asyncio.ensure_future(self._producer.send(topic, value, key=key, headers=headers))
-        )
-
-    async def _flush(self) -> None:
-        """Wait until everything sent is acknowledged (raises if the broker refused)."""
-        pending, self._pending = self._pending, []
-        for queued in pending:
-            delivery = await queued
-            await delivery
-
-    def _publish_drift(self, events: Sequence[dict[str, Any]]) -> None:
-        for event in events:
-            self.metrics.drift_events.labels(event["detector"]).inc()
-            self._send(
-                self.settings.drift_topic,
-                self.settings.model_name.encode(),
-                json.dumps(event, separators=(",", ":")).encode(),
-            )
-
-    def _dead_letter(self, rec: Any, reason: str, error: str) -> None:
-        origin = Origin(rec.topic, rec.partition, rec.offset, rec.key, rec.timestamp)
-        rejection = Rejection(origin.derived_id, reason, error, origin)
-        key, value, headers = dead_letter_record(
-            rejection, rec.key, rec.value, "watch", self.settings.max_message_bytes
-        )
-        self._send(self.settings.dlq_topic, key, value, headers)
-
-    def _dead_letter_feedback(self, fb: Feedback, error: str) -> None:
-        """Unmatched feedback without text: its fields as the value, the reason in headers."""
-        self.metrics.feedback.labels("dead_lettered").inc()
-        topic, partition, offset = fb.origin or (self.settings.feedback_topic, -1, -1)
-        origin = Origin(topic, partition, offset)
-        rejection = Rejection(fb.id, UNMATCHED_FEEDBACK, error, origin)
-        value = json.dumps({"id": fb.id, "task": fb.task, "label": fb.label}).encode()
-        headers = [
-            *dead_letter_headers(rejection, "watch"),
-            (DLQ_HEADER_PREFIX + "rebuilt", b"true"),
-        ]
-        self._send(self.settings.dlq_topic, fb.id.encode(), value, headers)
-
-    def _update_metrics(self) -> None:
-        m, w = self.metrics, self.watch
-        for det in w.detectors():
-            state = det.state()
-            m.drift_statistic.labels(det.name).set(state.get("statistic", 0.0))
-            m.drift_threshold.labels(det.name).set(state.get("threshold", 0.0))
-            m.drift_window.labels(det.name).set(state.get("window", 0.0))
-            if "z" in state:
-                m.drift_score.labels(det.name).set(state["z"])
-        kept, waiting = w.join.sizes
-        m.kept.set(kept)
-        m.waiting.set(waiting)
-        kept_bytes, waiting_bytes = w.join.bytes
-        m.join_bytes.labels("predictions").set(kept_bytes)
-        m.join_bytes.labels("waiting").set(waiting_bytes)
-        for task in w.task_names():
-            for learner, value in w.hybrid.accuracy(task).items():
-                m.accuracy.labels(task, learner).set(value)
-        if w.version is not None and w.version.isdigit():
-            m.watched_version.set(int(w.version))
+            self.outbox.send(s.jobs_topic, job.model.encode(), job.encode())
+            # A job in flight lost to a restart would be queued twice.
+            self.snapshots.dirty = self.snapshots.soon = True
 
 
 def watched_tasks(settings: Settings) -> tuple[TaskHead, ...]:

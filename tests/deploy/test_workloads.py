@@ -62,7 +62,7 @@ LIVE_AND_READY = {
 PROBES = {
     "feedpulse-classify": LIVE_AND_READY,
     "feedpulse-alerts": LIVE_AND_READY,
-    "feedpulse-watch": dict.fromkeys(LIVE_AND_READY, "/metrics"),
+    "feedpulse-watch": LIVE_AND_READY,
 }
 COMPOSE_SERVICES = {
     "worker": "feedpulse-classify",
@@ -216,9 +216,11 @@ def check_compose_watch_and_trainer() -> None:
     assert trainer_c["environment"]["FEEDPULSE_DATA_DIR"] == "/data"
     assert trainer_c["stop_grace_period"] == "30m"
     assert "ports" not in trainer_c and "healthcheck" not in trainer_c
+    # Only the trainer writes models; only the watch writes anything else: its state.
     for name, service in feedpulse_services(compose).items():
         if name != "trainer":
-            assert all(v.endswith(":ro") for v in service.get("volumes", [])), name
+            writable = [v for v in service.get("volumes", []) if not v.endswith(":ro")]
+            assert writable == (["watch-state:/var/lib/feedpulse"] if name == "watch" else []), name
     # The SASL overlay covers every long-running feedpulse service.
     overlay = load(COMPOSE / "compose.sasl.yaml")["services"]
     for name in feedpulse_services(compose):

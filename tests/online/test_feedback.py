@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from online.feedback import Feedback, FeedbackJoin, Observation, parse_feedback
+from online.feedback import FeedbackJoin
+from online.feedback_records import Feedback, Observation, parse_feedback
 
 LABELS = {"sentiment": ("negative", "neutral", "positive")}
 

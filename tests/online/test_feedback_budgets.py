@@ -10,10 +10,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from online.feedback import (
+from online.feedback import FeedbackJoin
+from online.feedback_records import (
     MAX_REASON_CHARS,
     Feedback,
-    FeedbackJoin,
     Observation,
     feedback_bytes,
     observation_bytes,

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from online.feedback import Feedback, Observation
+from online.feedback_records import Feedback, Observation
 from online.jobs import Decision
 from online.model_watch import ModelWatch, WatchConfig
 from serving.tasks import DEFAULT_TASKS
@@ -126,3 +126,21 @@ def test_a_job_that_cannot_fit_its_budget_is_dropped_and_the_cooldown_starts() -
 def test_the_join_gets_the_byte_budgets_of_the_config() -> None:
     watch = ModelWatch(config(feedback_max_bytes=12_345, feedback_waiting_max_bytes=6_789))
     assert (watch.join.max_bytes, watch.join.waiting_max_bytes) == (12_345, 6_789)
+
+
+def test_a_rejected_job_is_queued_again_after_the_back_off_with_the_rows_since_its_drift() -> None:
+    watch = ModelWatch(config(finetune_retry_backoff_s=500))
+    feed(watch, 0, 300, shift=0.0)
+    feed(watch, 300, 70, shift=2.0)
+    job = watch.due_job(now=0, base_version=1)
+    assert job is not None
+    first = [t for t, _ in job.rows["sentiment"]]
+    watch.decided(Decision(job.id, "m", "rejected", "no better", 1, 2), now=10)
+    feed(watch, 370, 20, shift=2.0)
+    assert watch.due_job(now=10 + 499, base_version=1) is None
+    retry = watch.due_job(now=10 + 500, base_version=1)
+    assert retry is not None and retry.id != job.id
+    assert retry.reasons[-1]["detector"] == "retry"
+    texts = [t for t, _ in retry.rows["sentiment"]]
+    # The rejected job's rows and the ones since: all after the original drift.
+    assert texts[: len(first)] == first and len(texts) == len(first) + 20

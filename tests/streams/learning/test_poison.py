@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from online.feedback import INVALID_FEEDBACK
+from online.feedback_records import INVALID_FEEDBACK
 from online.jobs import Decision, FineTuneJob
 from streams.kafka.broker import EmbeddedBroker, free_port
 from streams.kafka.records import DLQ_HEADER_PREFIX, decode_headers, encode_embedding
