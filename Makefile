@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-alerts bench-online bench-overload clean
+.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-alerts bench-online bench-overload bench-faults bench-cold clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "feedpulse needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -74,6 +74,14 @@ bench-alerts: setup-dev
 MODELS ?= triton_models
 bench-online: setup-dev
 	$(BIN)/python bench/online_learning.py --repository $(MODELS)
+
+# 30-40 minutes: the full fault campaign (100+ faults of every kind) over the whole loop.
+bench-faults: setup-dev setup-triton
+	$(BIN)/python bench/faults.py
+
+# A few minutes: a worker joining a busy group, with and without the warm-up.
+bench-cold: setup-dev
+	$(BIN)/python bench/cold_start.py
 
 # A few minutes: one worker offered twice its measured capacity, then the backlog drains.
 bench-overload: setup-dev
