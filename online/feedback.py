@@ -60,19 +60,25 @@ class FeedbackJoin:
         old = self._predictions.pop(obs.id, None)
         if old is not None:
             self._predictions_bytes -= old[1]
-        size = observation_bytes(obs)
-        self._predictions[obs.id] = (obs, size)
-        self._predictions_bytes += size
-        # Oldest first, down to the newest itself if that alone is over the byte budget.
-        while self._predictions and (
-            len(self._predictions) > self.max_items or self._predictions_bytes > self.max_bytes
-        ):
-            self._forget_oldest_prediction()
+        self._keep_prediction(obs)
+        self._trim_predictions()
         waiting = self._waiting.pop(obs.id, None)
         if waiting is None:
             return []
         self._waiting_bytes -= waiting.nbytes
         return [Joined(fb, obs) for fb in waiting.feedback]
+
+    def _keep_prediction(self, obs: Observation) -> None:
+        size = observation_bytes(obs)
+        self._predictions[obs.id] = (obs, size)
+        self._predictions_bytes += size
+
+    def _trim_predictions(self) -> None:
+        """Oldest first, down to the newest itself if that alone is over the byte budget."""
+        while self._predictions and (
+            len(self._predictions) > self.max_items or self._predictions_bytes > self.max_bytes
+        ):
+            self._forget_oldest_prediction()
 
     def _forget_oldest_prediction(self) -> None:
         _, (_, size) = self._predictions.popitem(last=False)
@@ -138,13 +144,8 @@ class FeedbackJoin:
         self._waiting.clear()
         self._predictions_bytes = self._waiting_bytes = 0
         for obs in _observations(state["predictions"]):
-            size = observation_bytes(obs)
-            self._predictions[obs.id] = (obs, size)
-            self._predictions_bytes += size
-        while self._predictions and (
-            len(self._predictions) > self.max_items or self._predictions_bytes > self.max_bytes
-        ):
-            self._forget_oldest_prediction()
+            self._keep_prediction(obs)
+        self._trim_predictions()
         left_out: list[Feedback] = []
         for fb, since in _waiting_feedback(state["waiting"]):
             if tasks is not None and fb.task not in tasks:
