@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # `meta` fields that are alert keys besides the source and the topic label.
     alert_key_fields: list[str] = ["entity", "ticker", "hashtag"]
     alert_grace_s: float = Field(5.0, ge=0)
+    # A partition's windows wait for its slowest input partition (a stalled worker's) for
+    # up to this long without an item from it; then that source stops holding them back.
+    alert_source_idle_s: float = Field(60.0, gt=0)
     alert_tick_s: float = Field(1.0, gt=0)
     # Keys with a series of their own in the metrics; the rest report as key="other".
     alert_metric_keys: int = Field(50, ge=1)

@@ -49,6 +49,7 @@ from streams.alerts.spike_detector import (
     item_keys,
     new_state,
 )
+from streams.alerts.watermarks import SourceWatermarks
 from streams.kafka.records import (
     DLQ_HEADER_PREFIX,
     Headers,
@@ -166,10 +167,11 @@ class _AlertHandlers:
         self.meta_fields = tuple(settings.alert_key_fields)
         self.max_bytes = output_max_bytes(settings)
         self.idle_s = settings.alert_idle_windows * settings.alert_window_s
-        # Event time seen per partition of the keyed topic. A partition's keys are closed by
-        # its own watermark: partitions are consumed at different paces, and closing a key's
-        # window on another partition's time would turn its still-arriving items into late ones.
-        self.watermarks: dict[int, float] = {}
+        # Event time per partition of the keyed topic, held back by its slowest input
+        # partition (streams.alerts.watermarks). A partition's keys are closed by its own
+        # watermark, never by another partition's time or one fast source's.
+        self.clocks = SourceWatermarks(settings.alert_source_idle_s, clock)
+        self.watermarks = self.clocks.values
         # The state objects this process validated or wrote, by key: a state is validated
         # once, when first read back from the table, not on every item.
         self.checked: dict[str, Any] = {}
@@ -203,6 +205,7 @@ class _AlertHandlers:
                 id=record.id,
                 v=record.model_version,
                 arrival=ts is None,
+                src=record.source_name,
             )
             await self.keyed.send(key=key.encode(), value=encode_item(item))
 
@@ -231,9 +234,9 @@ class _AlertHandlers:
 
         Runs on every tick and walks the whole table: eviction is what keeps that cheap.
         """
-        if partition not in self.watermarks:
+        watermark = self.clocks.current(partition)
+        if watermark is None:
             return
-        watermark = self.watermarks[partition]
         cutoff = watermark - self.settings.alert_grace_s
         # Idle keys have every window closed first: their newest slot ended before `cutoff`.
         idle_before = min(watermark - self.idle_s, cutoff - self.detector.hop_s)
@@ -253,15 +256,23 @@ class _AlertHandlers:
         self.metrics.keys_held.set(len(self.state))
 
     async def _count(self, partition: int, item: KeyedItem) -> None:
-        metrics, watermarks = self.metrics, self.watermarks
+        metrics = self.metrics
         key = item.key
         key_state = await self._valid_state(key, self.state.get(key)) or new_state()
         key_state["partition"] = partition
+        watermark = None
         if not item.arrival:
-            watermarks[partition] = max(watermarks.get(partition, 0.0), item.ts)
-            metrics.watermark.set(min(watermarks.values()))
+            watermark = self.clocks.observe(partition, item.src or "", item.ts)
+            metrics.watermark.set(self.clocks.lowest() or watermark)
         closed, counted = self.detector.add(
-            key_state, key, item.ts, item.s, item.id, item.v, advance=not item.arrival
+            key_state,
+            key,
+            item.ts,
+            item.s,
+            item.id,
+            item.v,
+            advance=not item.arrival,
+            watermark=watermark,
         )
         metrics.key_updates.inc()
         if not counted:
@@ -359,9 +370,8 @@ def build_alert_app(
     topics = _Topics(keyed, alerts, dlq, f"{settings.alert_app_id}-{STATE_TABLE}-changelog")
     handlers = _AlertHandlers(settings, detector, metrics, topics, state)
 
-    # The agents and the timer stay closures here, as before the handlers moved out: faust
-    # names each after its module and function, and a rename would show in its logs.
-    # Events, not values: a dead letter needs the original bytes, key and position.
+    # Closures, as faust names agents after them; events, not values: a dead letter needs
+    # the original bytes, key and position.
     @app.agent(labeled)
     async def fan_out(stream: Any) -> None:
         async for event in stream.events():

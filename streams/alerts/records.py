@@ -41,6 +41,7 @@ ALERT_REASONS = (INVALID_LABELED_RECORD, INVALID_ALERT_EVENT, INVALID_ALERT_STAT
 # A table value whose changelog bytes were not JSON: kept (base64) so it can be dead-lettered.
 UNREADABLE_STATE = "unreadable_state"
 MAX_ERROR_CHARS = 1000
+MAX_TOPIC_CHARS = 249  # Kafka's limit on a topic name
 
 # Strict: "12" is not a number and 1 is not a string. Unknown fields are ignored: the
 # labeled document carries much the alert app does not read (text, scores, embedding).
@@ -66,6 +67,10 @@ class _Input(BaseModel):
     # Any number, NaN and out-of-range included: an unusable time is not a reason to drop
     # the item; the app counts it at its arrival time instead (see `trusted_event_time`).
     timestamp_ms: float
+    # Where the item was read from: the source whose pace holds the watermark back. Read
+    # leniently: a document without a usable position still counts, as one unknown source.
+    topic: Any = None
+    partition: Any = None
 
 
 class _Model(BaseModel):
@@ -88,6 +93,16 @@ class LabeledRecord(BaseModel):
     def sentiment(self) -> str:
         """The sentiment label the classifier gave the item."""
         return self.labels.sentiment.label
+
+    @property
+    def source_name(self) -> str | None:
+        """The input partition the item was read from ("topic:partition"), if stated."""
+        topic, partition = self.input.topic, self.input.partition
+        if not isinstance(topic, str) or len(topic) > MAX_TOPIC_CHARS:
+            return None
+        if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
+            return None
+        return f"{topic}:{partition}"
 
     @property
     def model_version(self) -> str | None:
@@ -123,6 +138,8 @@ class KeyedItem(BaseModel):
     # True when `ts` is the arrival time that stands in for an untrusted record timestamp:
     # the item is counted, but moves neither the key's clock nor the partition's watermark.
     arrival: bool = False
+    # The input partition it was read from (see streams.alerts.watermarks); None: unknown.
+    src: Annotated[str, StringConstraints(max_length=MAX_TOPIC_CHARS + 12)] | None = None
 
 
 def _event_kind(value: Any) -> str:

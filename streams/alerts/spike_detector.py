@@ -142,12 +142,15 @@ class SpikeDetector:
         model_version: str | None,
         *,
         advance: bool = True,
+        watermark: float | None = None,
     ) -> tuple[list[WindowResult], bool]:
         """Count one item into `state` (mutated). Returns (windows it closed, counted?).
 
         An item of a slot already closed is late: not counted (False). With `advance`
         False (its time is an arrival time standing in for an untrusted timestamp) the item
-        is counted but does not move the key's clock, so it closes nothing.
+        is counted but does not move the key's clock, so it closes nothing. A `watermark`
+        (the partition's, held back by its slowest source) caps how far the key's own clock
+        may close its windows.
         """
         slot = self.slot_of(ts)
         counted = state["last"] is None or slot > state["last"]
@@ -164,7 +167,8 @@ class SpikeDetector:
         if not advance:
             return [], counted
         state["max_ts"] = ts if state["max_ts"] is None else max(state["max_ts"], ts)
-        return self.close_if_before(state, key, state["max_ts"] - self.grace_s), counted
+        clock = state["max_ts"] if watermark is None else min(state["max_ts"], watermark)
+        return self.close_if_before(state, key, clock - self.grace_s), counted
 
     def newest_time(self, state: dict[str, Any]) -> float | None:
         """The event time of the key's newest item, as far as its state tells (None: empty).

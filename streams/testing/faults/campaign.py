@@ -151,6 +151,7 @@ class Campaign:
         }
         self.seconds: dict[str, float] = {}
         self.started = time.monotonic()
+        self.started_wall = time.time()  # bursts are stamped in wall-clock time
         self.injector: Injector | None = None
 
     async def start(self) -> None:
@@ -206,6 +207,17 @@ class Campaign:
         self.seconds["schedule"] = time.monotonic() - began
         return log
 
+    async def alerts_for(self, log: StreamLog, within_s: float = 30.0) -> list[dict[str, Any]]:
+        """The alerts topic once every burst is answered, or after `within_s`: ticks close
+        the last windows once the alert worker has caught up with the labeled topic."""
+        deadline = time.monotonic() + within_s
+        while True:
+            alerts = await read_all(self.s, self.s.alerts_topic, idle_s=1)
+            missed, _ = bursts_alerted(log.bursts, alerts, self.config.alert_window_s)
+            if not missed or time.monotonic() > deadline:
+                return alerts
+            await asyncio.sleep(2)
+
     async def audit(self, log: StreamLog) -> CampaignResult:
         """Read every output back and check it."""
         s, c = self.s, self.config
@@ -244,12 +256,16 @@ class Campaign:
             if waiting == 0:
                 break
             await asyncio.sleep(1)
-        await asyncio.sleep(2 * c.alert_window_s)  # ticks close the last windows
-        alerts = await read_all(s, s.alerts_topic)
+        alerts = await self.alerts_for(log)
         decisions = await read_all(s, s.decisions_topic, idle_s=1)
         faults = self.injector.faults
         unattributed = attribute(copies, faults)
         missed, spurious = bursts_alerted(log.bursts, alerts, c.alert_window_s)
+        for burst in missed:
+            self.progress(
+                f"burst on {burst.key} from t+{burst.start - self.started_wall:.0f}s to"
+                f" t+{burst.end - self.started_wall:.0f}s: no alert"
+            )
         reasons = {**audit_reasons(audit), **other_reasons(audit)}
         return CampaignResult(
             faults=faults,

@@ -51,10 +51,11 @@ def campaign_settings(
             "alert_min_volume": 15,
             "alert_warmup_windows": 5,
             "alert_cooldown_windows": 3,
-            # Windows close on event time: a partition stalled longer than the grace (a
-            # killed worker's, until its session expires and a replacement catches up)
-            # would turn its items late. The longest stall here is ~25 s.
-            "alert_grace_s": 30.0,
+            # Windows wait for the slowest input partition (a killed worker's, until its
+            # session expires and a replacement catches up: ~25 s at the longest here) for
+            # up to alert_source_idle_s; the grace covers the order within a partition.
+            "alert_grace_s": 10.0,
+            "alert_source_idle_s": 60.0,
             "alert_tick_s": 0.5,
             "alert_key_fields": ["ticker"],
             # Two cores run a broker, Triton, three workers, the watch, the trainer and the
