@@ -43,12 +43,13 @@ def test_sources_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_burst_on_a_stalled_input_partition_is_still_alerted(source_idle_s: float) -> None:
     # Half of every key's items come from input partition 1, which stalls for six windows
     # (a killed worker's partition, until a replacement catches up) across the burst.
-    # Alone, partition 0's half of the burst is below alert_min_volume.
+    # Alone, partition 0's half of the burst (~12 items a window) is below alert_min_volume.
     burst = Burst("ticker:T0", start=8, windows=2, share=0.9)
     docs = stream([burst], 16)
     stall = (START_TS + 6 * WINDOW_S, START_TS + 12 * WINDOW_S)
     now = [START_TS]
-    rig = HandlerRig(unit_settings(alert_source_idle_s=source_idle_s), clock=lambda: now[0])
+    settings = unit_settings(alert_source_idle_s=source_idle_s, alert_min_volume=20)
+    rig = HandlerRig(settings, clock=lambda: now[0])
     held: list[dict[str, Any]] = []
 
     async def deliver(doc: dict[str, Any]) -> None:
