@@ -198,7 +198,10 @@ class Delivery:
         last: dict[TopicPartition, int] = {}
         for rec in records:
             last[TopicPartition(rec.topic, rec.partition)] = rec.offset
+        assigned = self.consumer.assignment()
         for tp, offset in last.items():
+            if tp not in assigned:
+                continue  # revoked while the batch was delivered (aiokafka asserts on it)
             high = self.consumer.highwater(tp)
             if high is not None:
                 m.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - offset - 1))

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaTimeoutError, UnknownError
+from aiokafka.errors import CommitFailedError, KafkaTimeoutError, UnknownError
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -73,11 +73,21 @@ class FakeConsumer:
     """Consumer-side commits (at-least-once) are recorded; the exactly-once path makes none."""
 
     commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    # What the group gave this member; a rebalance during delivery takes partitions away.
+    assigned: set[TopicPartition] = field(
+        default_factory=lambda: {TopicPartition("feeds.raw", p) for p in range(4)}
+    )
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not set(offsets) <= self.assigned:
+            raise CommitFailedError("the group rebalanced")
         self.commits.append(dict(offsets))
 
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
     def highwater(self, tp: TopicPartition) -> int | None:
+        assert tp in self.assigned, "Partition is not assigned"  # as aiokafka's consumer does
         return None
 
 
@@ -216,6 +226,15 @@ async def test_at_least_once_commits_through_the_consumer_without_transactions()
     await worker.delivery.deliver(await prepared(worker))
     assert all(isinstance(c, tuple) and c[0] == "send" for c in producer.calls)
     assert consumer.commits == [EXPECTED_OFFSETS]
+
+
+async def test_a_batch_whose_partitions_were_revoked_is_left_to_the_new_owner() -> None:
+    worker, producer, consumer = make_worker()
+    batch = await prepared(worker)
+    consumer.assigned = {TopicPartition("feeds.raw", 1)}  # a rebalance took 0 and 2
+    await worker.delivery.deliver(batch)  # no crash: the commit fails, the batch is re-read
+    assert consumer.commits == []
+    assert worker.metrics.commit_failures._value.get() == 1
 
 
 async def test_every_output_carries_its_id_header_and_keeps_the_input_key() -> None:
