@@ -229,7 +229,7 @@ async def test_at_least_once_commits_through_the_consumer_without_transactions()
 
 
 async def test_a_batch_whose_partitions_were_revoked_is_left_to_the_new_owner() -> None:
-    worker, producer, consumer = make_worker()
+    worker, _producer, consumer = make_worker()
     batch = await prepared(worker)
     consumer.assigned = {TopicPartition("feeds.raw", 1)}  # a rebalance took 0 and 2
     await worker.delivery.deliver(batch)  # no crash: the commit fails, the batch is re-read
