@@ -264,16 +264,8 @@ class _AlertHandlers:
         if not item.arrival:
             watermark = self.clocks.observe(partition, item.src or "", item.ts)
             metrics.watermark.set(self.clocks.lowest() or watermark)
-        closed, counted = self.detector.add(
-            key_state,
-            key,
-            item.ts,
-            item.s,
-            item.id,
-            item.v,
-            advance=not item.arrival,
-            watermark=watermark,
-        )
+        args = (key_state, key, item.ts, item.s, item.id, item.v)
+        closed, counted = self.detector.add(*args, advance=not item.arrival, watermark=watermark)
         metrics.key_updates.inc()
         if not counted:
             metrics.late.inc()
