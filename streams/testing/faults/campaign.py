@@ -34,6 +34,7 @@ from streams.testing.faults.checks import (
     Copy,
     VersionTimeline,
     attribute,
+    burst_shares,
     bursts_alerted,
     copy_of,
     duplicates_by_kind,
@@ -55,22 +56,21 @@ OUTAGE_REASONS = {CLASSIFY_FAILED, UNMATCHED_FEEDBACK}
 def negative_texts(
     settings: Settings, tweets: list[tuple[str, str]], limit: int = 300
 ) -> list[str]:
-    """Texts the served model labels negative with confidence: what a burst is made of."""
+    """The texts the served model labels negative most confidently: what a burst is made of
+    (the most confident, so that a promoted version still labels them negative)."""
     model = load_version(settings.model_repository, settings.model_name)
     classifier = OnnxClassifier(model, variant="fp32", threads=1)
     texts = [t for t, label in tweets[:3000] if label == "negative"]
-    found: list[str] = []
+    scored: list[tuple[float, str]] = []
     for start in range(0, len(texts), 64):
         chunk = texts[start : start + 64]
         for text, pred in zip(chunk, classifier.classify_sync(chunk), strict=True):
             p = pred.tasks["sentiment"]
             if p.label == "negative" and p.score >= 0.6:
-                found.append(text)
-        if len(found) >= limit:
-            break
-    if len(found) < 20:
-        raise RuntimeError(f"only {len(found)} confidently negative texts for the bursts")
-    return found
+                scored.append((p.score, text))
+    if len(scored) < 20:
+        raise RuntimeError(f"only {len(scored)} confidently negative texts for the bursts")
+    return [text for _, text in sorted(scored, reverse=True)[:limit]]
 
 
 def scrape(port: int, name: str) -> float | None:
@@ -176,7 +176,15 @@ class Campaign:
     ) -> StreamLog:
         """The steady stream with bursts while the injector runs the plan; what was sent."""
         c = self.config
-        stream = CampaignStream(self.s, tweets, negatives, keys=KEYS, rate=c.rate, seed=c.seed)
+        stream = CampaignStream(
+            self.s,
+            tweets,
+            negatives,
+            keys=KEYS,
+            rate=c.rate,
+            burst_share=c.burst_share,
+            seed=c.seed,
+        )
         publishing = asyncio.create_task(stream.run())
         stop_bursts = asyncio.Event()
         bursting = asyncio.create_task(inject_bursts(stream, c, self.rng, stop_bursts))
@@ -224,6 +232,8 @@ class Campaign:
         assert self.injector is not None
         copies: defaultdict[Position, list[Copy]] = defaultdict(list)
         stamps: list[tuple[float, int]] = []
+        # (event time, alert key, sentiment) of every labeled output, for missed bursts.
+        labeled: list[tuple[float, str, str]] = []
 
         def collect(_: Audit, rec: Any) -> None:
             found = copy_of(rec, s)
@@ -232,6 +242,12 @@ class Campaign:
             if rec.topic == s.output_topic:
                 doc = json.loads(rec.value)
                 stamps.append((doc["timestamps"]["classified"], int(doc["model"]["version"])))
+                ticker = doc.get("meta", {}).get("ticker")
+                if ticker is not None:
+                    sentiment = doc["labels"]["sentiment"]["label"]
+                    labeled.append(
+                        (doc["input"]["timestamp_ms"] / 1000, f"ticker:{ticker}", sentiment)
+                    )
 
         began = time.monotonic()
         audit = await audit_outputs(
@@ -264,7 +280,8 @@ class Campaign:
         for burst in missed:
             self.progress(
                 f"burst on {burst.key} from t+{burst.start - self.started_wall:.0f}s to"
-                f" t+{burst.end - self.started_wall:.0f}s: no alert"
+                f" t+{burst.end - self.started_wall:.0f}s: no alert;"
+                f" {burst_shares(burst, labeled)}"
             )
         reasons = {**audit_reasons(audit), **other_reasons(audit)}
         return CampaignResult(

@@ -140,6 +140,22 @@ def bursts_alerted(
     return missed, spurious
 
 
+def burst_shares(
+    burst: BurstWindow, labeled: Sequence[tuple[float, str, str]], before_s: float = 30.0
+) -> str:
+    """How the outputs labeled `burst`'s key: the negative share and volume during the burst
+    and in the `before_s` before it (event time), so a missed burst says whether the model
+    or the detector let it through."""
+
+    def share(start: float, end: float) -> str:
+        mine = [s for ts, key, s in labeled if key == burst.key and start <= ts < end]
+        negative = sum(s == "negative" for s in mine)
+        return f"{negative / len(mine):.2f} of {len(mine)}" if mine else "none"
+
+    during = share(burst.start, burst.end)
+    return f"negative {during} during, {share(burst.start - before_s, burst.start)} before"
+
+
 def duplicates_by_kind(faults: Sequence[Fault]) -> dict[str, int]:
     """Duplicates attributed to each fault kind."""
     out: dict[str, int] = defaultdict(int)
