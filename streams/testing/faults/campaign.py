@@ -33,6 +33,7 @@ from streams.testing.audit import Audit, audit_outputs
 from streams.testing.faults.checks import (
     Copy,
     VersionTimeline,
+    alert_item,
     attribute,
     burst_shares,
     bursts_alerted,
@@ -242,12 +243,9 @@ class Campaign:
             if rec.topic == s.output_topic:
                 doc = json.loads(rec.value)
                 stamps.append((doc["timestamps"]["classified"], int(doc["model"]["version"])))
-                ticker = doc.get("meta", {}).get("ticker")
-                if ticker is not None:
-                    sentiment = doc["labels"]["sentiment"]["label"]
-                    labeled.append(
-                        (doc["input"]["timestamp_ms"] / 1000, f"ticker:{ticker}", sentiment)
-                    )
+                item = alert_item(doc)
+                if item is not None:
+                    labeled.append(item)
 
         began = time.monotonic()
         audit = await audit_outputs(

@@ -140,6 +140,18 @@ def bursts_alerted(
     return missed, spurious
 
 
+def alert_item(doc: dict[str, Any]) -> tuple[float, str, str] | None:
+    """(event time, alert key, sentiment) of a labeled document of the campaign's stream."""
+    ticker = doc.get("meta", {}).get("ticker")
+    if ticker is None:
+        return None
+    return (
+        doc["input"]["timestamp_ms"] / 1000,
+        f"ticker:{ticker}",
+        doc["labels"]["sentiment"]["label"],
+    )
+
+
 def burst_shares(
     burst: BurstWindow, labeled: Sequence[tuple[float, str, str]], before_s: float = 30.0
 ) -> str:

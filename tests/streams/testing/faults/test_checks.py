@@ -6,7 +6,9 @@ from streams.testing.audit import Audit
 from streams.testing.faults.checks import (
     Copy,
     VersionTimeline,
+    alert_item,
     attribute,
+    burst_shares,
     bursts_alerted,
     stale_versions,
     wrong_outcomes,
@@ -45,6 +47,28 @@ def test_a_burst_needs_an_alert_on_its_key_overlapping_it() -> None:
     missed, spurious = bursts_alerted(bursts, alerts, window_s=4.0)
     assert missed == [bursts[1]]
     assert [a["id"] for a in spurious] == ["b"]
+
+
+def test_a_missed_burst_reports_its_keys_negative_share_during_and_before_it() -> None:
+    def doc(ts: float, ticker: str, sentiment: str) -> dict[str, object]:
+        return {
+            "input": {"timestamp_ms": int(ts * 1000)},
+            "meta": {"ticker": ticker},
+            "labels": {"sentiment": {"label": sentiment}},
+        }
+
+    docs = [doc(95.0, "T0", "neutral"), doc(96.0, "T0", "negative"), doc(101.0, "T0", "negative")]
+    docs += [
+        doc(102.0, "T0", "positive"),
+        doc(103.0, "T1", "negative"),
+        doc(109.0, "T0", "neutral"),
+    ]
+    items = [alert_item(d) for d in docs] + [alert_item({"labels": {}})]
+    assert items[0] == (95.0, "ticker:T0", "neutral") and items[-1] is None
+    labeled = [i for i in items if i is not None]
+    burst = BurstWindow("ticker:T0", 100.0, 108.0)
+    assert burst_shares(burst, labeled) == "negative 0.50 of 2 during, 0.50 of 2 before"
+    assert burst_shares(burst, labeled, before_s=1.0) == "negative 0.50 of 2 during, none before"
 
 
 def test_duplicates_are_charged_to_the_victim_or_the_latest_fault() -> None:
