@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-alerts bench-online bench-overload bench-faults bench-cold clean
+.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-alerts bench-online bench-overload bench-faults bench-cold bench-gpu clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "feedpulse needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -82,6 +82,12 @@ bench-faults: setup-dev setup-triton
 # A few minutes: a worker joining a busy group, with and without the warm-up.
 bench-cold: setup-dev
 	$(BIN)/python bench/cold_start.py
+
+# The model's GPU ceiling (fp16, CUDA, sequence 128, batch 64 and 128), model alone and with
+# tokenization; DEVICE=cpu runs the same script in fp32 where there is no GPU.
+DEVICE ?= auto
+bench-gpu: setup-dev
+	$(BIN)/python bench/gpu_ceiling.py --device $(DEVICE)
 
 # A few minutes: one worker offered twice its measured capacity, then the backlog drains.
 bench-overload: setup-dev

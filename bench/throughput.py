@@ -6,8 +6,15 @@
     half that load. (a) and (b) alternate over several rounds; medians are reported.
 (c) naive peer: a consumer that classifies one message at a time with a transformers
     pipeline (same encoder and heads, PyTorch) and produces each result
+(d) faust peer, transformers: a faust-streaming agent taking micro-batches
+    (`stream.take(32, within=0.05)`) into a batched transformers encoder, same heads
+(e) faust peer, ONNX Runtime: the same agent calling the graph feedpulse serves
+    (bench/faust_peer.py)
+Latency at half of (b)'s rate, warm and cold apart: a worker is started as a steady stream
+begins; cold is the seconds from its start to its first output and the p99 of what it
+labels in its first 10 s, warm is p50/p99 of what was published after `--warm-seconds`.
 
-Prints one JSON line with the throughputs and the ratios (b)/(a) and (b)/(c).
+Prints one JSON line with the throughputs and the ratios (b)/(a), (b)/(c), (b)/(d), (b)/(e).
 Run alone: two CPU-heavy jobs at once distort every figure.
 """
 
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from serving.backends.onnx import OnnxClassifier  # noqa: E402
+from serving.child_process import spawn, terminate  # noqa: E402
 from serving.model_store import ModelVersion  # noqa: E402
 from streams.classify.processes import WorkerProcesses  # noqa: E402
 from streams.kafka.broker import EmbeddedBroker  # noqa: E402
@@ -52,6 +61,11 @@ def load_texts(n: int) -> list[str]:
             if len(texts) == n:
                 break
     return texts
+
+
+def rounded(ms: float | None) -> float | None:
+    """Milliseconds to one decimal (None stays None: no data)."""
+    return None if ms is None else round(ms, 1)
 
 
 def as_records(texts: list[str], tag: str) -> list[Record]:
@@ -136,25 +150,56 @@ async def bench_side_by_side(
 
 
 async def bench_latency(
-    settings: Settings, texts: list[str], rate: float, logs: Path
+    settings: Settings, texts: list[str], rate: float, warm_s: float, logs: Path
 ) -> dict[str, Any]:
-    """End-to-end latency (input timestamp to output timestamp) at a steady `rate`."""
+    """Latency (input timestamp to output timestamp) of a worker started as a steady stream
+    at `rate` begins: cold (its first output, its first 10 s) and warm (after `warm_s`)."""
     await ensure_topics(settings, pipeline_topics(settings))
+    seen: list[tuple[float, float]] = []  # (published, labeled), Unix seconds
+
+    def note(_: Any, rec: Any) -> None:
+        if rec.topic == settings.output_topic:
+            published = json.loads(rec.value)["input"]["timestamp_ms"]
+            seen.append((published / 1000, rec.timestamp / 1000))
+
     workers = WorkerProcesses(settings, logs)
+    started = time.time()
     workers.start(1)
     try:
-        await workers.wait_ready()
-        positions = await publish(settings, as_records(texts, "steady"), rate=rate)
-        audit = await audit_outputs(settings, positions, by="position", timeout_s=600)
+        sending = asyncio.ensure_future(publish(settings, as_records(texts, "steady"), rate=rate))
+        await audit_outputs(settings, sending, by="position", timeout_s=600, on_record=note)
     finally:
         workers.stop()
-    lat = audit.latencies_ms
+    first = min(labeled for _, labeled in seen)
+    cold = [1000 * (out - inp) for inp, out in seen if out <= first + 10]
+    warm = [1000 * (out - inp) for inp, out in seen if inp >= started + warm_s]
     return {
         "rate": rate,
-        "p50_ms": percentile(lat, 50),
-        "p99_ms": percentile(lat, 99),
-        "n": len(lat),
+        "seconds_to_first_output": round(first - started, 2),
+        "cold_p99_ms_first_10s": percentile(cold, 99),
+        "warm_p50_ms": percentile(warm, 50),
+        "warm_p99_ms": percentile(warm, 99),
+        "warm_n": len(warm),
     }
+
+
+async def bench_faust_peer(
+    settings: Settings, texts: list[str], model: ModelVersion, backend: str, logs: Path
+) -> float:
+    """(d) or (e): the faust peer on `backend`, warmed up, then one drain of `texts`."""
+    await ensure_topics(settings, pipeline_topics(settings))
+    script = REPO / "bench" / "faust_peer.py"
+    args = [model.path, settings.bootstrap_servers, settings.input_topic, settings.output_topic]
+    peer = spawn(
+        [sys.executable, str(script), backend, *map(str, args), settings.group_id],
+        logs / f"faust-peer-{backend}.log",
+        {**os.environ, "APP_DATADIR": str(logs / f"faust-{backend}")},
+    )
+    try:
+        await drain_rate(settings, texts[:64], f"{backend}-warm")  # joins, loads, warms
+        return await drain_rate(settings, texts, f"{backend}-run")
+    finally:
+        terminate(peer, timeout_s=30)
 
 
 async def bench_naive(settings: Settings, texts: list[str], model: ModelVersion) -> dict[str, Any]:
@@ -210,7 +255,9 @@ async def main() -> None:
     parser.add_argument("--texts", type=int, default=2000, help="messages per round of (a), (b)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of (a) and (b)")
     parser.add_argument("--naive-texts", type=int, default=600, help="messages for (c)")
-    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--latency-seconds", type=float, default=40.0)
+    parser.add_argument("--warm-seconds", type=float, default=15.0)
+    parser.add_argument("--peer-texts", type=int, default=1000, help="messages for (d), (e)")
     args = parser.parse_args()
 
     settings = load_settings(metrics_port=0)
@@ -229,9 +276,20 @@ async def main() -> None:
         raw, e2e = statistics.median(raw_rates), statistics.median(e2e_rates)
         naive = await bench_naive(fresh_topics(settings, broker), texts[: args.naive_texts], model)
         print(f"(c) naive peer: {naive['msgs_per_s']:.1f} msgs/s", file=sys.stderr)
+        peers = {}
+        for backend in ("transformers", "onnx"):
+            peer_texts = texts[: args.peer_texts]
+            peers[backend] = await bench_faust_peer(
+                fresh_topics(settings, broker), peer_texts, model, backend, logs
+            )
+            print(f"faust peer ({backend}): {peers[backend]:.1f} msgs/s", file=sys.stderr)
         half = e2e / 2
         steady = [texts[i % len(texts)] for i in range(int(half * args.latency_seconds))]
-        latency = await bench_latency(fresh_topics(settings, broker), steady, half, logs)
+        latency = await bench_latency(
+            fresh_topics(settings, broker), steady, half, args.warm_seconds, logs
+        )
+    # One batch waits at most max_wait_ms to fill, then takes max_batch / raw to classify.
+    batch_ms = settings.max_wait_ms + 1000 * settings.max_batch / raw
     print(
         json.dumps(
             {
@@ -243,14 +301,21 @@ async def main() -> None:
                 "raw_model_msgs_per_s": round(raw, 1),
                 "feedpulse_msgs_per_s": round(e2e, 1),
                 "naive_peer_msgs_per_s": round(naive["msgs_per_s"], 1),
+                "faust_transformers_peer_msgs_per_s": round(peers["transformers"], 1),
+                "faust_onnx_peer_msgs_per_s": round(peers["onnx"], 1),
                 "ratio_feedpulse_vs_raw": round(e2e / raw, 3),
                 "ratio_feedpulse_vs_raw_per_round": [
                     round(b / a, 3) for a, b in zip(raw_rates, e2e_rates, strict=True)
                 ],
                 "ratio_feedpulse_vs_naive": round(e2e / naive["msgs_per_s"], 2),
+                "ratio_feedpulse_vs_faust_transformers": round(e2e / peers["transformers"], 2),
+                "ratio_feedpulse_vs_faust_onnx": round(e2e / peers["onnx"], 2),
                 "half_load_msgs_per_s": round(half, 1),
-                "latency_ms_p50_at_half_load": latency["p50_ms"],
-                "latency_ms_p99_at_half_load": latency["p99_ms"],
+                "latency_warm_ms_p50": rounded(latency["warm_p50_ms"]),
+                "latency_warm_ms_p99": rounded(latency["warm_p99_ms"]),
+                "latency_warm_p99_goal_ms": round(2 * batch_ms, 1),
+                "cold_seconds_to_first_output": latency["seconds_to_first_output"],
+                "cold_ms_p99_first_10s": rounded(latency["cold_p99_ms_first_10s"]),
             }
         )
     )
