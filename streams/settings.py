@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     transactional_id_prefix: str = "feedpulse-classify"
 
     # Micro-batching
-    max_batch: int = Field(32, ge=1)
+    # 64 over 32: +12% end to end (length-sorted chunks of 16 pad less), p99 still within
+    # 2 x (max_wait + one batch); 128 gave +21% but tripled p99 at half load (`make bench`).
+    max_batch: int = Field(64, ge=1)
     max_wait_ms: int = Field(50, ge=0)
 
     # Input limits (checked before any expensive parsing)
