@@ -5,7 +5,9 @@
 (t) feedpulse end to end through a local Triton server (python backend, same int8 graph)
 (u) as (t) with client-side micro-batching off: one message per batch, one request each
 
-(a), (b), (t) and (u) alternate over several rounds (medians reported); then p50/p99
+(a), (b), (t) and (u) alternate over several rounds (medians reported); then (b) and (t)
+again with a second worker in each group (two in-process workers on one machine; two
+workers sending to one Triton, whose dynamic batcher merges their requests); then p50/p99
 end-to-end latency of warmed (b) and (t) at half of (b)'s measured maximum. One JSON line.
 Run alone: two CPU-heavy jobs at once distort every figure.
 """
@@ -34,13 +36,14 @@ from throughput import (  # noqa: E402
 )
 
 from streams.classify.backend import local_triton  # noqa: E402
-
-WARM = ("warm_p50_ms", "warm_p99_ms")
 from streams.classify.processes import WorkerProcesses  # noqa: E402
 from streams.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
 from streams.kafka.topics import ensure_topics, pipeline_topics  # noqa: E402
 from streams.learning.training import ensure_model  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
+
+WARM = ("warm_p50_ms", "warm_p99_ms")
+SCALED = ("onnx", "triton")  # measured again with a second worker in the group
 
 
 async def start_worker(
@@ -56,6 +59,32 @@ async def start_worker(
     return workers
 
 
+async def add_worker(
+    workers: WorkerProcesses, settings: Settings, warm: list[str], tag: str
+) -> None:
+    """A second worker in the same group, once it owns partitions, warmed up on `warm`."""
+    workers.start(1)
+    await workers.wait_ready(only=[len(workers.procs) - 1])
+    await drain_rate(settings, warm, f"warm2-{tag}")
+
+
+async def two_worker_rates(
+    setups: dict[str, Settings],
+    workers: dict[str, WorkerProcesses],
+    texts: list[str],
+    rounds: int,
+) -> dict[str, list[float]]:
+    """Rounds of in-process and Triton drains with two workers per group."""
+    for name in SCALED:
+        await add_worker(workers[name], setups[name], texts[:200], name)
+    rates: dict[str, list[float]] = {f"{name}_2": [] for name in SCALED}
+    for n in range(rounds):
+        for name in SCALED:
+            rates[f"{name}_2"].append(await drain_rate(setups[name], texts, f"round{n}-{name}-2"))
+        print(f"two workers, round {n}: { ({k: round(v[-1], 1) for k, v in rates.items()}) }")
+    return rates
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=1500, help="messages per round")
@@ -63,8 +92,10 @@ async def main() -> None:
         "--unbatched-texts", type=int, default=400, help="messages per round of (u)"
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--latency-seconds", type=float, default=30.0)
-    parser.add_argument("--warm-seconds", type=float, default=10.0)
+    # A cold worker drains its start's backlog at its spare rate, which through Triton is
+    # small at half of (b)'s rate: warm begins well after that.
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument("--warm-seconds", type=float, default=30.0)
     args = parser.parse_args()
 
     base = load_settings(metrics_port=0)
@@ -99,6 +130,7 @@ async def main() -> None:
                     f"round {n}: " + "  ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()),
                     file=sys.stderr,
                 )
+            rates.update(await two_worker_rates(setups, workers, texts, args.rounds))
         finally:
             for w in workers.values():
                 w.stop()
@@ -130,6 +162,11 @@ async def main() -> None:
                 "ratio_triton_vs_inprocess": round(med["triton"] / med["onnx"], 3),
                 "ratio_inprocess_vs_raw": round(med["onnx"] / med["raw"], 3),
                 "microbatching_gain_triton": round(med["triton"] / med["triton_unbatched"], 2),
+                "inprocess_2_workers_msgs_per_s": round(med["onnx_2"], 1),
+                "triton_2_workers_msgs_per_s": round(med["triton_2"], 1),
+                "ratio_inprocess_2_vs_1_workers": round(med["onnx_2"] / med["onnx"], 3),
+                "ratio_triton_2_vs_1_workers": round(med["triton_2"] / med["triton"], 3),
+                "ratio_triton_vs_inprocess_2_workers": round(med["triton_2"] / med["onnx_2"], 3),
                 "latency_rate_msgs_per_s": round(half, 1),
                 "latency_warm_ms_inprocess": [latency["onnx"][k] for k in WARM],
                 "latency_warm_ms_triton": [latency["triton"][k] for k in WARM],
