@@ -48,7 +48,9 @@ def attribute(copies: dict[Position, list[Copy]], faults: Sequence[Fault]) -> in
     """Charge every extra copy to a fault; returns the copies no fault explains.
 
     The killed (or departed) worker that produced the first copy, if there is one; else
-    the latest fault injected between the first copy and the repeat.
+    the latest fault injected before the repeat whose effects lasted until the first copy
+    (a fault that started a worker lasts until that worker owns partitions: its join
+    rebalances the group).
     """
     by_victim = {f.victim_pid: f for f in faults if f.victim_pid is not None}
     unattributed = 0
@@ -61,13 +63,18 @@ def attribute(copies: dict[Position, list[Copy]], faults: Sequence[Fault]) -> in
             pid = first.worker_pid
             fault = by_victim.get(pid) if pid is not None else None
             if fault is None:
-                window = [f for f in faults if first.at - 1.0 <= f.at <= again.at]
+                window = [f for f in faults if f.at <= again.at and _until(f) >= first.at - 1.0]
                 fault = window[-1] if window else None
             if fault is None:
                 unattributed += 1
             else:
                 fault.duplicates += 1
     return unattributed
+
+
+def _until(fault: Fault) -> float:
+    """When a fault's effects end, as far as the campaign knows."""
+    return fault.at if fault.settled_at is None else max(fault.at, fault.settled_at)
 
 
 def wrong_outcomes(

@@ -42,6 +42,9 @@ class Fault:
     detail: str
     victim_pid: int | None = None
     duplicates: int = 0
+    # When the worker this fault started (a replacement, a joiner) owned partitions: its
+    # join rebalances the group, so the fault's effects last until then.
+    settled_at: float | None = None
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Injector:
         self.on_fault = on_fault
         self.faults: list[Fault] = []
         self.killed: set[int] = set()
+        self._settling: list[asyncio.Task[None]] = []
         # Triton is started from this one long-lived thread: the server gets SIGTERM when
         # the thread that spawned it ends, and a blocking start must not stall the stream.
         self.pool = pool
@@ -124,6 +128,18 @@ class Injector:
             await asyncio.sleep(self.rng.uniform(*self.plan.gap_s))
             self.check()
             await getattr(self, f"_{kind}")()
+        await asyncio.gather(*self._settling, return_exceptions=True)
+
+    def _start_worker(self, fault: Fault) -> None:
+        """Start a worker on behalf of `fault`; note when it owns partitions."""
+        self.loop.workers.start(1)
+        index = len(self.loop.workers.procs) - 1
+
+        async def settle() -> None:
+            await self.loop.workers.wait_ready(timeout_s=120, only=[index])
+            fault.settled_at = time.time()
+
+        self._settling.append(asyncio.create_task(settle()))
 
     async def _kill_worker(self, detail: str) -> None:
         live = self.live_workers()
@@ -137,7 +153,7 @@ class Injector:
         self.killed.add(victim.pid)
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
-        self.loop.workers.start(1)
+        self._start_worker(self.faults[-1])
 
     async def _worker(self) -> None:
         await self._kill_worker("")
@@ -171,7 +187,7 @@ class Injector:
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         self.faults[-1].victim_pid = victim.pid
-        self.loop.workers.start(1)
+        self._start_worker(self.faults[-1])
         await asyncio.sleep(max(0.0, down - (time.monotonic() - started)))
         await loop.run_in_executor(self.pool, self.loop.server.start)
 
@@ -228,7 +244,7 @@ class Injector:
             await self._leave()
             return
         self._record("join", f"worker {len(self.loop.workers.procs)}")
-        self.loop.workers.start(1)
+        self._start_worker(self.faults[-1])
 
     async def _leave(self) -> None:
         live = self.live_workers()

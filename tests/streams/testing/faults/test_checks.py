@@ -84,6 +84,18 @@ def test_duplicates_are_charged_to_the_victim_or_the_latest_fault() -> None:
     assert (kill.duplicates, pause.duplicates) == (1, 1)
 
 
+def test_a_fault_that_started_a_worker_lasts_until_that_worker_owns_partitions() -> None:
+    join = Fault("join", 10.0, "worker 3")
+    # A survivor's output repeated when the joiner's rebalance came, 12 s after the fault.
+    repeated = {(0, 1): [Copy(21.0, 8), Copy(23.0, 9)]}
+    assert attribute(repeated, [join]) == 1  # the join's worker was not ready yet: unknown
+    join.settled_at = 22.5
+    assert attribute(repeated, [join]) == 0
+    assert join.duplicates == 1
+    later = {(0, 2): [Copy(40.0, 8), Copy(41.0, 9)]}  # long after the joiner settled
+    assert attribute(later, [join]) == 1
+
+
 def test_valid_inputs_must_be_labeled_and_invalid_ones_dead_lettered_for_their_reason() -> None:
     audit = Audit()
     audit.labeled_at[(0, 0)] += 1
