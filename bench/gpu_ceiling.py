@@ -36,23 +36,15 @@ def load_texts(n: int) -> list[str]:
 def load_model(repository: Path, name: str) -> tuple[Any, Any]:
     """(MultiHeadModel, tokenizer) of the served version: its fine-tuned weights if it has
     them, else its base encoder with its heads."""
-    import numpy as np
-    import torch
-
     from serving.model_store import load_version
-    from serving.multihead import MultiHeadModel, load_encoder, load_version_model
+    from serving.multihead import MultiHeadModel, load_encoder, load_heads, load_version_model
 
     version = load_version(repository, name)
     if version.checkpoint_path.is_dir():
         return load_version_model(version)
     encoder, tokenizer = load_encoder(version.manifest["base_checkpoint"])
     model = MultiHeadModel(encoder, version.tasks)
-    with np.load(version.heads_path) as heads:
-        for task in version.tasks:
-            model.heads[task.name].weight.data = torch.from_numpy(
-                heads[f"{task.name}.weight"].copy()
-            )
-            model.heads[task.name].bias.data = torch.from_numpy(heads[f"{task.name}.bias"].copy())
+    load_heads(model, version)
     return model, tokenizer
 
 

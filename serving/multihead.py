@@ -74,8 +74,6 @@ class MultiHeadModel(nn.Module):  # type: ignore[misc]
 
 def load_version_model(version: ModelVersion) -> tuple[MultiHeadModel, Any]:
     """The PyTorch model and tokenizer of an exported version, to fine-tune it further."""
-    import numpy as np
-
     if not version.checkpoint_path.is_dir():
         raise ModelNotFoundError(
             f"{version.name} version {version.version} has no PyTorch weights "
@@ -83,9 +81,16 @@ def load_version_model(version: ModelVersion) -> tuple[MultiHeadModel, Any]:
         )
     encoder, tokenizer = load_encoder(str(version.checkpoint_path))
     model = MultiHeadModel(encoder, version.tasks)
+    load_heads(model, version)
+    return model, tokenizer
+
+
+def load_heads(model: MultiHeadModel, version: ModelVersion) -> None:
+    """Set every head of `model` to the exported version's weights."""
+    import numpy as np
+
     with np.load(version.heads_path) as heads:
         for task in version.tasks:
             head = model.heads[task.name]
             head.weight.data = torch.from_numpy(heads[f"{task.name}.weight"].copy())
             head.bias.data = torch.from_numpy(heads[f"{task.name}.bias"].copy())
-    return model, tokenizer
