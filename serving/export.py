@@ -154,7 +154,7 @@ def export_version(
             "base_checkpoint": base_checkpoint,
             "max_length": max_length,
             "pooling": "mean, L2-normalised",
-            "tasks": [{"name": t.name, "labels": list(t.labels)} for t in model.tasks],
+            "tasks": [t.to_manifest() for t in model.tasks],
             "outputs": output_names(model),
             "variants": {"fp32": FP32_FILE, "int8": INT8_FILE},
             "opset": OPSET,

@@ -47,7 +47,7 @@ class ModelVersion:
     @property
     def tasks(self) -> tuple[TaskHead, ...]:
         """The task heads recorded in the manifest, in output order."""
-        return tuple(TaskHead(t["name"], tuple(t["labels"])) for t in self.manifest["tasks"])
+        return tuple(TaskHead.from_manifest(t) for t in self.manifest["tasks"])
 
     @property
     def max_length(self) -> int:

@@ -14,11 +14,22 @@ from serving.tasks import TaskHead
 
 @dataclass(frozen=True)
 class TaskPrediction:
-    """A head's answer for one text: the winning label, its score and every class score."""
+    """A head's answer for one text: the winning label, its score and every class score.
+
+    A multi-label head also answers `labels`: those whose score reaches their threshold
+    (best first, possibly none); `label` is then its best-scoring label.
+    """
 
     label: str
     score: float
     scores: dict[str, float]
+    labels: tuple[str, ...] | None = None
+
+    def document(self) -> dict[str, object]:
+        """The head's part of a labeled output document."""
+        if self.labels is not None:
+            return {"labels": list(self.labels), "scores": self.scores}
+        return {"label": self.label, "score": self.score, "scores": self.scores}
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,32 @@ def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return probs
 
 
+def sigmoid(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Element-wise logistic function."""
+    probs: npt.NDArray[np.float32] = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return probs
+
+
+def task_probabilities(task: TaskHead, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """A head's scores from its logits: softmax (multi-class) or per-label sigmoid."""
+    return sigmoid(logits) if task.multilabel else softmax(logits)
+
+
+def task_prediction(task: TaskHead, p: npt.NDArray[np.float32]) -> TaskPrediction:
+    """One text's answer for `task` from its scores."""
+    best = int(p.argmax())
+    chosen = None
+    if task.multilabel:
+        above = [i for i in range(len(task.labels)) if p[i] >= task.threshold(i)]
+        chosen = tuple(task.labels[i] for i in sorted(above, key=lambda i: -p[i]))
+    return TaskPrediction(
+        label=task.labels[best],
+        score=round(float(p[best]), 6),
+        scores={lab: round(float(v), 6) for lab, v in zip(task.labels, p, strict=True)},
+        labels=chosen,
+    )
+
+
 def predictions_from_logits(
     tasks: Sequence[TaskHead],
     logits: dict[str, npt.NDArray[np.float32]],
@@ -82,18 +119,10 @@ def predictions_from_logits(
     embeddings: npt.NDArray[np.float32] | None = None,
 ) -> list[Prediction]:
     """Turn per-head logits (batch x classes) into per-text predictions."""
-    probs = {task.name: softmax(logits[task.name]) for task in tasks}
+    probs = {task.name: task_probabilities(task, logits[task.name]) for task in tasks}
     out: list[Prediction] = []
     for row, was_truncated in enumerate(truncated):
-        per_task: dict[str, TaskPrediction] = {}
-        for task in tasks:
-            p = probs[task.name][row]
-            best = int(p.argmax())
-            per_task[task.name] = TaskPrediction(
-                label=task.labels[best],
-                score=round(float(p[best]), 6),
-                scores={lab: round(float(v), 6) for lab, v in zip(task.labels, p, strict=True)},
-            )
+        per_task = {task.name: task_prediction(task, probs[task.name][row]) for task in tasks}
         emb = embeddings[row] if embeddings is not None else None
         out.append(Prediction(tasks=per_task, truncated=bool(was_truncated), embedding=emb))
     return out

@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from serving.tasks import TaskHead
+from serving.tasks import Gold, TaskHead
 
 
 @dataclass(frozen=True)
 class LabeledText:
-    """A text and its gold label per task (a task may be absent)."""
+    """A text and its gold answer per task (a task may be absent): a label for a
+    multi-class task, a tuple of labels for a multi-label one."""
 
     text: str
-    labels: dict[str, str]
+    labels: dict[str, Gold]
 
 
 @dataclass(frozen=True)

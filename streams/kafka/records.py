@@ -44,10 +44,7 @@ def labeled_value(
         "ts": item.ts,
         "text": item.text,
         "truncated": prediction.truncated,
-        "labels": {
-            name: {"label": p.label, "score": p.score, "scores": p.scores}
-            for name, p in prediction.tasks.items()
-        },
+        "labels": {name: p.document() for name, p in prediction.tasks.items()},
         "model": {"name": model.name, "version": model.version, "variant": model.variant},
         "input": {
             "topic": item.origin.topic,
