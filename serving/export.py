@@ -27,6 +27,7 @@ from serving.model_store import (
 )
 from serving.multihead import MultiHeadModel
 from serving.triton.repository import install_python_model
+from serving.triton_outputs import ensure_outputs
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -165,6 +166,9 @@ def export_version(
         if finalize is not None:
             manifest.update(finalize(ModelVersion(name, version, path, manifest)))
             write_manifest(path, manifest)
+        if not candidate:
+            # Triton must know a new head's output before it sees the version that has it.
+            ensure_outputs(repository / name, output_names(model))
         path.rename(final)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)

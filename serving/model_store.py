@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.tasks import TaskHead
+from serving.triton_outputs import ensure_outputs
 
 MANIFEST = "feedpulse.json"
 FP32_FILE = "model.onnx"
@@ -150,6 +151,8 @@ def promote_version(repository: Path, name: str, version: int) -> ModelVersion:
             f"version {version} is older than the served version {served[-1]}: "
             "roll back the newer versions instead"
         )
+    # Triton must know a new head's output before it sees the version that has it.
+    ensure_outputs(model_dir, read_version(source).manifest["outputs"])
     source.rename(model_dir / str(version))
     _sync_dir(model_dir)
     return load_version(repository, name, version)

@@ -53,6 +53,25 @@ class MultiHeadModel(nn.Module):  # type: ignore[misc]
         hidden = int(encoder.config.hidden_size)
         self.heads = nn.ModuleDict({t.name: nn.Linear(hidden, len(t.labels)) for t in self.tasks})
 
+    def declare(self, tasks: Sequence[TaskHead]) -> list[str]:
+        """Add a fresh head for every task the model lacks, and replace the head of one whose
+        labels or kind changed; other heads keep their weights. Returns the new heads' names."""
+        fresh: list[str] = []
+        current = {t.name: t for t in self.tasks}
+        order = list(self.tasks)
+        for task in tasks:
+            old = current.get(task.name)
+            if old is not None and (old.labels, old.kind) == (task.labels, task.kind):
+                continue
+            self.heads[task.name] = nn.Linear(self.hidden_size, len(task.labels))
+            fresh.append(task.name)
+            if old is None:
+                order.append(task)
+            else:
+                order[order.index(old)] = task
+        self.tasks = tuple(order)
+        return fresh
+
     @property
     def hidden_size(self) -> int:
         """Width of the pooled embedding."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +10,17 @@ from importlib import resources
 from pathlib import Path
 
 from serving.tasks import Gold, TaskHead
+from serving.training.sources import (
+    HUB_PREFIX,
+    SPLIT_NAMES,
+    Columns,
+    RawRow,
+    SourceError,
+    file_records,
+    hub_records,
+    raw_rows,
+    split_file,
+)
 
 
 @dataclass(frozen=True)
@@ -43,50 +53,45 @@ def seed_data_path() -> Path:
     return Path(str(resources.files("serving") / "seed_data" / "headlines.jsonl"))
 
 
-def _json_lines(path: Path) -> list[tuple[int, dict[str, object]]]:
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object")
-            text = obj.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{path}:{lineno}: missing or empty 'text'")
-            rows.append((lineno, obj))
-    if not rows:
-        raise ValueError(f"{path} holds no labeled rows")
-    return rows
-
-
 def read_labeled(path: Path, tasks: Sequence[TaskHead]) -> list[LabeledText]:
     """Read multi-task rows `{"text": ..., "<task>": "<label>", ...}`, checking every label."""
     known = {t.name: set(t.labels) for t in tasks}
     rows: list[LabeledText] = []
-    for lineno, obj in _json_lines(path):
-        labels = {name: str(obj[name]) for name in known if name in obj}
+    for lineno, obj in file_records(path):
+        where = f"{path}:{lineno}"
+        text = obj.get("text") if isinstance(obj, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise SourceError(f"{where}: missing or empty 'text'")
+        labels: dict[str, Gold] = {name: str(obj[name]) for name in known if name in obj}
         for name, label in labels.items():
             if label not in known[name]:
-                raise ValueError(f"{path}:{lineno}: unknown {name} label {label!r}")
-        rows.append(LabeledText(str(obj["text"]), labels))
+                raise SourceError(f"{where}: unknown {name} label {label!r}")
+        rows.append(LabeledText(text, labels))
+    if not rows:
+        raise SourceError(f"{path} holds no labeled rows")
     return rows
 
 
-def read_task_rows(path: Path, task: TaskHead) -> list[LabeledText]:
-    """Read single-task rows `{"text": ..., "label": ...}` as rows of `task`."""
+def task_rows(raw: Sequence[RawRow], task: TaskHead) -> list[LabeledText]:
+    """Rows of `task` from raw rows, every answer checked against its kind and labels."""
+    known = set(task.labels)
     rows: list[LabeledText] = []
-    for lineno, obj in _json_lines(path):
-        label = obj.get("label")
-        if label not in task.labels:
-            raise ValueError(
-                f"{path}:{lineno}: label {label!r} is not one of {task.name}'s {list(task.labels)}"
+    for row in raw:
+        gold = row.gold
+        if task.multilabel:
+            names = (gold,) if isinstance(gold, str) else tuple(dict.fromkeys(gold))
+        elif isinstance(gold, list):
+            raise SourceError(
+                f"{row.where}: {task.name} is multi-class but the row carries a list of labels"
             )
-        rows.append(LabeledText(str(obj["text"]), {task.name: str(label)}))
+        else:
+            names = (gold,)
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise SourceError(
+                f"{row.where}: label {unknown[0]!r} is not one of {task.name}'s {list(task.labels)}"
+            )
+        rows.append(LabeledText(row.text, {task.name: names if task.multilabel else names[0]}))
     return rows
 
 
@@ -116,28 +121,60 @@ def load_task_dir(
     val_fraction: float = 0.05,
     limit: int | None = None,
     seed: int = 0,
+    columns: Columns | None = None,
 ) -> TaskData:
-    """A task's data from `directory/{train,val,test}.jsonl` of `{"text", "label"}` rows.
+    """A task's data from `directory/{train,val,test}.{jsonl,csv,parquet}`.
 
-    `train.jsonl` is required. Without `val.jsonl` a hash-chosen `val_fraction` of the
-    training rows is held out for early stopping. `limit` caps each split (seeded sample),
-    for quick runs.
+    A train file is required. Without a val file a hash-chosen `val_fraction` of the
+    training rows is held out for early stopping (and multi-label thresholds). `limit` caps
+    each split (seeded sample), for quick runs.
     """
-    train_path = directory / "train.jsonl"
-    if not train_path.is_file():
-        raise FileNotFoundError(f"{train_path} is missing: a task directory needs train.jsonl")
-    train = read_task_rows(train_path, task)
-    val_path = directory / "val.jsonl"
-    if val_path.is_file():
-        val = read_task_rows(val_path, task)
+    raw = read_splits(directory, columns or Columns())
+    return task_data(task, raw, str(directory), val_fraction=val_fraction, limit=limit, seed=seed)
+
+
+def read_splits(source: Path | str, columns: Columns) -> dict[str, list[RawRow]]:
+    """The raw rows of each split a source has: a directory of split files, or a Hugging
+    Face dataset (`hf:NAME`). A train split is required."""
+    out: dict[str, list[RawRow]] = {}
+    text = str(source)
+    for split in SPLIT_NAMES:
+        if text.startswith(HUB_PREFIX):
+            found = hub_records(text[len(HUB_PREFIX) :], split)
+            if found is not None:
+                out[split] = raw_rows(found[0], found[1], columns)
+            continue
+        directory = Path(source)
+        if not directory.is_dir():
+            raise SourceError(f"{directory} is not a directory of labeled data")
+        path = split_file(directory, split)
+        if path is not None:
+            out[split] = raw_rows(file_records(path), str(path), columns)
+    if "train" not in out:
+        raise SourceError(f"{source} has no train split (train.jsonl, train.csv or train.parquet)")
+    return out
+
+
+def task_data(
+    task: TaskHead,
+    raw: dict[str, list[RawRow]],
+    source: str,
+    *,
+    val_fraction: float = 0.05,
+    limit: int | None = None,
+    seed: int = 0,
+) -> TaskData:
+    """`task`'s TaskData from raw split rows, checked against its labels."""
+    train = task_rows(raw["train"], task)
+    if "val" in raw:
+        val = task_rows(raw["val"], task)
     else:
         train, val = split_holdout(train, val_fraction)
-    test_path = directory / "test.jsonl"
-    test = read_task_rows(test_path, task) if test_path.is_file() else []
+    test = task_rows(raw["test"], task) if "test" in raw else []
     return TaskData(
         task=task,
         train=sample(train, limit, seed),
         val=sample(val, limit, seed + 1),
         test=sample(test, limit, seed + 2),
-        source=str(directory),
+        source=source,
     )

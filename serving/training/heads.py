@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +14,11 @@ from torch import nn
 from serving.multihead import MultiHeadModel, load_encoder
 from serving.tasks import DEFAULT_TASKS, TaskHead
 from serving.training.data import LabeledText, read_labeled, seed_data_path, split_holdout
+from serving.training.evaluation import task_report
+from serving.training.loss import class_weights, positive_weights, task_targets
 from serving.training.onnx_embedding import MIN_TEXTS, embed_with_onnx
+from serving.training.prediction import answers
+from serving.training.thresholds import choose_thresholds
 
 Progress = Callable[[str, int, int], None]
 
@@ -53,12 +58,16 @@ def fit_linear_head(
     steps: int = 400,
     seed: int = 0,
 ) -> nn.Linear:
-    """Multinomial logistic regression with balanced class weights (full-batch Adam)."""
+    """Logistic regression on frozen features (full-batch Adam): multinomial with balanced
+    class weights for label indices, or one sigmoid per label for 0/1 label rows (2-D
+    targets), positives weighted as in fine-tuning (serving.training.loss)."""
     torch.manual_seed(seed)
     head = nn.Linear(features.shape[1], n_classes)
-    counts = torch.bincount(targets, minlength=n_classes).float().clamp(min=1)
-    weights = counts.sum() / (n_classes * counts)
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    loss_fn: nn.Module
+    if targets.ndim == 2:
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=positive_weights(targets))
+    else:
+        loss_fn = nn.CrossEntropyLoss(weight=class_weights(targets, n_classes))
     opt = torch.optim.Adam(head.parameters(), lr=0.05, weight_decay=1e-4)
     for _ in range(steps):
         opt.zero_grad()
@@ -68,10 +77,39 @@ def fit_linear_head(
     return head
 
 
-def accuracy(head: nn.Module, features: torch.Tensor, targets: torch.Tensor) -> float:
-    """Share of rows whose argmax equals the target."""
+def _fit_task(
+    model: MultiHeadModel,
+    task: TaskHead,
+    train: tuple[torch.Tensor, Sequence[LabeledText]],
+    held: tuple[torch.Tensor, Sequence[LabeledText]],
+    seed: int,
+) -> dict[str, Any]:
+    """Fit `task`'s head on the rows that carry its label; its held-out report figures
+    (multi-label: thresholds chosen on the held-out rows, then set on the model)."""
+    (train_x, train_rows), (held_x, held_rows) = train, held
+    tr = [i for i, r in enumerate(train_rows) if task.name in r.labels]
+    he = [i for i, r in enumerate(held_rows) if task.name in r.labels]
+    if not tr:
+        raise ValueError(f"no training rows carry a {task.name!r} label")
+    targets = task_targets([task], [train_rows[i] for i in tr])[task.name]
+    if targets.ndim == 2:
+        targets = targets.float()
+    head = fit_linear_head(train_x[tr], targets, len(task.labels), seed=seed)
+    model.heads[task.name].load_state_dict(head.state_dict())
+    if not he:
+        return {"heldout_rows": 0}
     with torch.no_grad():
-        return float((head(features).argmax(dim=1) == targets).float().mean())
+        logits = head(held_x[he]).float()
+    gold = [held_rows[i].labels[task.name] for i in he]
+    if task.multilabel:
+        scores = logits.sigmoid().numpy()
+        task = dataclasses.replace(task, thresholds=choose_thresholds(task, scores, gold))
+        model.tasks = tuple(task if t.name == task.name else t for t in model.tasks)
+    else:
+        scores = logits.softmax(-1).numpy()
+    report = task_report(task, gold, answers(task, scores))
+    figures = {k: report[k] for k in ("accuracy", "macro_recall", "macro_f1")}
+    return {"heldout_rows": len(he), **figures, "heldout_accuracy": report["accuracy"]}
 
 
 def fit_heads(
@@ -84,10 +122,11 @@ def fit_heads(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Fit every head of `model` on its frozen encoder's embeddings; return held-out accuracy.
+    """Fit every head of `model` on its frozen encoder's embeddings; return held-out figures.
 
-    A row trains only the heads of the tasks it carries a label for. Large sets are embedded
-    through the exported int8 graph (serving.training.onnx_embedding), small ones by PyTorch.
+    A row trains only the heads of the tasks it carries a label for. Multi-label heads get
+    their thresholds from the held-out rows. Large sets are embedded through the exported
+    int8 graph (serving.training.onnx_embedding), small ones by PyTorch.
     """
     texts = [r.text for r in train] + [r.text for r in held]
     started = time.perf_counter()
@@ -104,24 +143,7 @@ def fit_heads(
         "embedding": {"by": embedder, "seconds": round(time.perf_counter() - started, 1)},
     }
     for task in model.tasks:
-        index = {label: i for i, label in enumerate(task.labels)}
-        tr = [(i, index[r.labels[task.name]]) for i, r in enumerate(train) if task.name in r.labels]
-        he = [(i, index[r.labels[task.name]]) for i, r in enumerate(held) if task.name in r.labels]
-        if not tr:
-            raise ValueError(f"no training rows carry a {task.name!r} label")
-        head = fit_linear_head(
-            train_x[[i for i, _ in tr]],
-            torch.tensor([y for _, y in tr]),
-            len(task.labels),
-            seed=seed,
-        )
-        model.heads[task.name].load_state_dict(head.state_dict())
-        held_acc = (
-            accuracy(head, held_x[[i for i, _ in he]], torch.tensor([y for _, y in he]))
-            if he
-            else None
-        )
-        report[task.name] = {"heldout_accuracy": held_acc, "heldout_rows": len(he)}
+        report[task.name] = _fit_task(model, task, (train_x, train), (held_x, held), seed)
         if progress:
             progress(f"head {task.name}", 1, 1)
     return report

@@ -17,6 +17,7 @@ from torch import nn
 from serving.multihead import MultiHeadModel
 from serving.training.batching import length_batches, pad
 from serving.training.data import TaskData
+from serving.training.evaluation import headline
 from serving.training.loss import multitask_loss
 from serving.training.prediction import evaluate_sets
 from serving.training.progress import TrainProgress
@@ -164,15 +165,15 @@ def _validate_and_checkpoint(setup: LoopSetup, state: LoopState, loss: float) ->
 def validate(setup: LoopSetup, state: LoopState, epoch: float, loss: float) -> bool:
     """Record a validation point, keeping the best weights; True when patience ran out.
 
-    The score is the mean macro recall over the validation sets, or minus the training loss
-    where none has validation rows.
+    The score is the mean headline figure over the validation sets (macro recall, macro-F1
+    for multi-label sets), or minus the training loss where none has validation rows.
     """
     result = state.result
     reports = evaluate_sets(
         state.model, setup.tokenizer, setup.val_sets, setup.max_length, precision=setup.precision
     )
     score = round(
-        sum(r["macro_recall"] for r in reports.values()) / len(reports) if reports else -loss,
+        sum(headline(r) for r in reports.values()) / len(reports) if reports else -loss,
         4,
     )
     result.history.append(
@@ -182,7 +183,7 @@ def validate(setup: LoopSetup, state: LoopState, epoch: float, loss: float) -> b
             "rows_seen": result.steps * setup.config.batch_size,
             "train_loss": round(loss, 4),
             "val_score": score,
-            "val": {name: r["macro_recall"] for name, r in reports.items()},
+            "val": {name: headline(r) for name, r in reports.items()},
         }
     )
     if score > result.best_score:

@@ -49,7 +49,7 @@ def render_model_card(manifest: dict[str, Any], reports: dict[str, dict[str, Any
         "## Heads",
         "",
     ]
-    lines += [f"- `{t['name']}`: {', '.join(t['labels'])}" for t in manifest["tasks"]]
+    lines += [_head_line(t) for t in manifest["tasks"]]
     lines += ["", "## Data", "", "| set | task | role | train | val | test | source |"]
     lines.append("| --- | --- | --- | --- | --- | --- | --- |")
     for d in training.get("data", []):
@@ -104,3 +104,16 @@ def render_model_card(manifest: dict[str, Any], reports: dict[str, dict[str, Any
         LIMITS,
     ]
     return "\n".join(lines)
+
+
+def _head_line(task: dict[str, Any]) -> str:
+    """A head's card line: its labels, and for multi-label heads each label's threshold."""
+    if task.get("kind") != "multilabel":
+        return f"- `{task['name']}` (multi-class): {', '.join(task['labels'])}"
+    cuts = ", ".join(
+        f"{label} {cut:.3g}" for label, cut in zip(task["labels"], task["thresholds"], strict=False)
+    )
+    return (
+        f"- `{task['name']}` (multi-label; a label is given when its sigmoid score reaches its "
+        f"threshold, chosen per label to maximise F1 on validation): {cuts}"
+    )

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from serving.model_store import MODEL_CARD, REPORTS_DIR, ModelVersion
-from serving.tasks import DEFAULT_TASKS
+from serving.tasks import Gold
 from serving.training.data import LabeledText, TaskData, data_name
-from serving.training.evaluation import classification_report, write_report
+from serving.training.evaluation import task_report, write_report
 from serving.training.finetune import FineTuneConfig, fine_tune
 from serving.training.model_card import render_model_card
 from serving.training.progress import TrainProgress
@@ -60,14 +60,17 @@ def evaluate_version(
         if not data.test:
             continue
         stage = f"evaluating {data_name(data)} ({variant})"
-        predicted: list[str] = []
+        task = next(t for t in version.tasks if t.name == data.task.name)
+        predicted: list[Gold] = []
         for start in range(0, len(data.test), chunk):
             texts = [r.text for r in data.test[start : start + chunk]]
-            predicted.extend(p.tasks[data.task.name].label for p in classifier.classify_sync(texts))
+            for p in classifier.classify_sync(texts):
+                answer = p.tasks[task.name]
+                predicted.append(answer.labels if answer.labels is not None else answer.label)
             if progress:
                 progress(stage, len(predicted), len(data.test))
-        gold = [r.labels[data.task.name] for r in data.test]
-        reports[data_name(data)] = classification_report(gold, predicted, data.task.labels)
+        gold = [r.labels[task.name] for r in data.test]
+        reports[data_name(data)] = task_report(task, gold, predicted)
     return reports
 
 
@@ -209,8 +212,11 @@ def _summary(version: ModelVersion, training: dict[str, Any]) -> dict[str, Any]:
 
 
 def _starting_model(plan: TrainPlan) -> tuple[MultiHeadModel, Any, str]:
-    """The model to train (with a head for every data set's task), its tokenizer and the
-    Hugging Face checkpoint it descends from."""
+    """The model to train, its tokenizer and the Hugging Face checkpoint it descends from.
+
+    A fresh model gets one head per data set's task. A version keeps its heads and gains
+    (or has replaced) those whose task the data declares anew or differently.
+    """
     from serving.multihead import (
         MultiHeadModel,
         default_checkpoint,
@@ -224,11 +230,9 @@ def _starting_model(plan: TrainPlan) -> tuple[MultiHeadModel, Any, str]:
     else:
         base = plan.base_checkpoint or default_checkpoint()
         encoder, tokenizer = load_encoder(base)
-        model = MultiHeadModel(encoder, DEFAULT_TASKS)
-    known = {t.name for t in model.tasks}
-    for data in [*plan.sets, *plan.replay]:
-        if data.task.name not in known:
-            raise ValueError(f"{data.source}: the model has no {data.task.name!r} head")
+        model = MultiHeadModel(encoder, ())
+    tasks = {data.task.name: data.task for data in [*plan.sets, *plan.replay]}
+    model.declare(list(tasks.values()))
     return model, tokenizer, base
 
 
@@ -258,6 +262,8 @@ def _train(
             progress=progress,
         )
         return {"heads": heads}
+    from serving.training.prediction import fit_thresholds
+
     result = fine_tune(
         model,
         tokenizer,
@@ -268,7 +274,8 @@ def _train(
         resume=resume,
         progress=progress,
     )
-    return {"config": asdict(plan.config), "result": asdict(result)}
+    thresholds = fit_thresholds(model, tokenizer, val_sets, plan.serve_max_length)
+    return {"config": asdict(plan.config), "result": asdict(result), "thresholds": thresholds}
 
 
 def _finalize(

@@ -1,21 +1,26 @@
-"""The PyTorch model's predictions during training: labels per head, and a classification
-report per data set (validation for early stopping, or test), before any export."""
+"""The PyTorch model's predictions during training: scores and answers per head, thresholds
+for multi-label heads, and a report per data set (validation or test), before any export."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from serving.multihead import MultiHeadModel
+from serving.tasks import Gold, TaskHead
 from serving.training.batching import pad, tokenize
 from serving.training.data import TaskData, data_name
-from serving.training.evaluation import classification_report
+from serving.training.evaluation import task_report
+from serving.training.thresholds import choose_thresholds, decide
 
 
 @torch.no_grad()  # type: ignore[untyped-decorator]
-def predict_labels(
+def predict_scores(
     model: MultiHeadModel,
     tokenizer: Any,
     texts: Sequence[str],
@@ -23,23 +28,63 @@ def predict_labels(
     *,
     precision: str = "fp32",
     batch_size: int = 64,
-) -> dict[str, list[str]]:
-    """Every head's predicted label for each text, in order (PyTorch, eval mode)."""
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Every head's scores (rows x labels: softmax or sigmoid by kind), in text order."""
     was_training = model.training
     model.eval()
     ids = tokenize(tokenizer, texts, max_length)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    winners = {t.name: [0] * len(ids) for t in model.tasks}
+    scores = {t.name: np.zeros((len(ids), len(t.labels)), dtype=np.float32) for t in model.tasks}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             outputs = model(input_ids, mask)
         for task, logits in zip(model.tasks, outputs, strict=False):
-            for i, best in zip(idx, logits.float().argmax(dim=1).tolist(), strict=True):
-                winners[task.name][i] = best
+            probs = logits.float().sigmoid() if task.multilabel else logits.float().softmax(-1)
+            scores[task.name][idx] = probs.numpy()
     model.train(was_training)
-    return {t.name: [t.labels[k] for k in winners[t.name]] for t in model.tasks}
+    return scores
+
+
+def answers(task: TaskHead, scores: npt.NDArray[np.float32]) -> list[Gold]:
+    """Each row's answer: the best label (multi-class) or the labels over threshold."""
+    if task.multilabel:
+        return list(decide(task, scores))
+    return [task.labels[int(k)] for k in scores.argmax(axis=1)]
+
+
+def predict_labels(
+    model: MultiHeadModel, tokenizer: Any, texts: Sequence[str], max_length: int, **kw: Any
+) -> dict[str, list[Gold]]:
+    """Every head's answer for each text, in order (PyTorch, eval mode)."""
+    scores = predict_scores(model, tokenizer, texts, max_length, **kw)
+    return {t.name: answers(t, scores[t.name]) for t in model.tasks}
+
+
+def fit_thresholds(
+    model: MultiHeadModel,
+    tokenizer: Any,
+    sets: Sequence[TaskData],
+    max_length: int,
+    *,
+    precision: str = "fp32",
+) -> dict[str, list[float]]:
+    """Set each multi-label head's thresholds from its sets' validation rows; return them."""
+    chosen: dict[str, list[float]] = {}
+    tasks = list(model.tasks)
+    for i, task in enumerate(tasks):
+        rows = [r for data in sets if data.task.name == task.name for r in data.val]
+        if not task.multilabel or not rows:
+            continue
+        scores = predict_scores(
+            model, tokenizer, [r.text for r in rows], max_length, precision=precision
+        )[task.name]
+        cuts = choose_thresholds(task, scores, [r.labels[task.name] for r in rows])
+        tasks[i] = dataclasses.replace(task, thresholds=cuts)
+        chosen[task.name] = list(cuts)
+    model.tasks = tuple(tasks)
+    return chosen
 
 
 def evaluate_sets(
@@ -51,15 +96,22 @@ def evaluate_sets(
     split: Literal["val", "test"] = "val",
     precision: str = "fp32",
 ) -> dict[str, dict[str, Any]]:
-    """A classification report per data set (its own task) on the chosen split."""
+    """A report per data set (its own task) on the chosen split.
+
+    On validation, a multi-label head is judged at the thresholds best for that split
+    (the ones export will choose), so early stopping compares like with like.
+    """
     reports: dict[str, dict[str, Any]] = {}
     for data in sets:
         rows = data.val if split == "val" else data.test
         if not rows:
             continue
-        predicted = predict_labels(
+        task = next(t for t in model.tasks if t.name == data.task.name)
+        scores = predict_scores(
             model, tokenizer, [r.text for r in rows], max_length, precision=precision
-        )[data.task.name]
-        gold = [r.labels[data.task.name] for r in rows]
-        reports[data_name(data)] = classification_report(gold, predicted, data.task.labels)
+        )[task.name]
+        gold = [r.labels[task.name] for r in rows]
+        if task.multilabel and split == "val":
+            task = dataclasses.replace(task, thresholds=choose_thresholds(task, scores, gold))
+        reports[data_name(data)] = task_report(task, gold, answers(task, scores))
     return reports

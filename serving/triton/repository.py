@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import py_compile
 import shutil
 from pathlib import Path
+
+from serving.triton_outputs import ensure_outputs
 
 
 def install_python_model(version_dir: Path) -> bool:
@@ -31,3 +34,15 @@ def install_python_models(repository: Path) -> int:
         install_python_model(manifest.parent)
         for manifest in repository.glob("*/[0-9]*/feedpulse.json")
     )
+
+
+def sync_outputs(repository: Path) -> dict[str, list[str]]:
+    """Give every model's config an output for each head its served versions have; returns
+    the outputs added per model (a config copied in by hand may predate a new head)."""
+    added: dict[str, list[str]] = {}
+    for manifest in sorted(repository.glob("*/[0-9]*/feedpulse.json")):
+        outputs = json.loads(manifest.read_text()).get("outputs", [])
+        names = ensure_outputs(manifest.parent.parent, outputs)
+        if names:
+            added.setdefault(manifest.parent.parent.name, []).extend(names)
+    return added

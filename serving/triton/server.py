@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from serving.child_process import spawn, terminate
-from serving.triton.repository import install_python_models
+from serving.triton.repository import install_python_models, sync_outputs
 
 SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
 
@@ -174,6 +174,7 @@ class TritonServer:
                 "run `make setup-triton`"
             )
         install_python_models(self.repository)
+        sync_outputs(self.repository)
         self._shm_before = set(glob.glob(SHM_GLOB))
         self._proc = spawn(self.command(), self.log_path, server_environment(self.python_env))
         self.wait_ready(timeout_s)

@@ -19,13 +19,24 @@ TaskDirs = Annotated[
     list[str] | None,
     typer.Option(
         "--task",
-        help="TASK=DIR: train TASK (sentiment, topic) on DIR/{train,val,test}.jsonl of "
-        "{text, label} rows; repeatable [default: TweetEval and AG News under FEEDPULSE_DATA_DIR]",
+        help="TASK=DIR: train TASK on DIR/{train,val,test}.{jsonl,csv,parquet} ({text, label} "
+        "rows; a 'labels' list makes it multi-label) or DIR=hf:NAME (a Hugging Face dataset). "
+        "Any name: a task not declared takes its kind and labels from the data; repeatable "
+        "[default: the declared tasks, see --tasks]",
     ),
 ]
 ReplayDirs = Annotated[
     list[str] | None,
     typer.Option(help="TASK=DIR: old-domain data mixed in against forgetting; repeatable"),
+]
+TasksFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--tasks",
+        dir_okay=False,
+        help="TOML task declaration (name, kind, labels, data per [[task]]) "
+        "[env FEEDPULSE_TASKS_FILE; default: sentiment on TweetEval, topic on AG News]",
+    ),
 ]
 SeedData = Annotated[
     Path | None,
@@ -70,6 +81,7 @@ def train(
         str, typer.Option(help="finetune (encoder and heads) or heads (frozen encoder, fast)")
     ] = "finetune",
     task: TaskDirs = None,
+    tasks: TasksFile = None,
     from_version: Annotated[
         str | None,
         typer.Option(help="Incremental: start from this exported version (a number or latest)"),
@@ -104,7 +116,9 @@ def train(
     from serving.training.finetune import FineTuneConfig
     from streams.learning.training import INCREMENTAL, run_training, train_seed_heads
 
-    settings = settings_or_exit(base_model=base_model, model_repository=model_repository)
+    settings = settings_or_exit(
+        base_model=base_model, model_repository=model_repository, tasks_file=tasks
+    )
     train_mode = _mode(mode)
     _check_precision(precision)
     if seed_data is not None:

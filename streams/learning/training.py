@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,14 @@ from rich.progress import (
 
 from online.trainer import PromotionRule, TrainerConfig
 from serving.model_store import ModelNotFoundError, ModelVersion, load_version
-from serving.tasks import DEFAULT_TASKS
-from serving.training.data import TaskData, load_task_dir, sample
+from serving.training.data import TaskData, sample
+from serving.training.declaration import (
+    Declaration,
+    default_declaration,
+    load_declaration,
+    load_declared,
+    with_data,
+)
 from serving.training.finetune import FineTuneConfig
 from serving.training.pipeline import Mode, TrainPlan
 from serving.training.progress import TrainProgress
@@ -40,26 +46,28 @@ def default_task_dirs(settings: Settings) -> dict[str, Path]:
     return {task: settings.data_dir / folder for task, folder in DEFAULT_TASK_DIRS.items()}
 
 
+def task_declaration(settings: Settings) -> Declaration:
+    """The declared tasks: FEEDPULSE_TASKS_FILE, else the built-in sentiment and topic."""
+    if settings.tasks_file is not None:
+        return load_declaration(settings.tasks_file)
+    return default_declaration(settings.data_dir)
+
+
 def load_sets(
-    task_dirs: Mapping[str, Path], *, limit: int | None = None, seed: int = 0
+    task_dirs: Mapping[str, Path],
+    *,
+    declaration: Declaration | None = None,
+    limit: int | None = None,
+    seed: int = 0,
 ) -> list[TaskData]:
-    """Read each `{task: directory}` (train.jsonl, optional val.jsonl and test.jsonl)."""
-    heads = {t.name: t for t in DEFAULT_TASKS}
-    sets = []
-    for name, directory in task_dirs.items():
-        if name not in heads:
-            raise ValueError(f"unknown task {name!r}; the model's tasks are {sorted(heads)}")
-        if not directory.is_dir():
-            raise FileNotFoundError(f"{directory} is not a directory of {name} data")
-        sets.append(load_task_dir(directory, heads[name], limit=limit, seed=seed))
-    return sets
+    """Read each `{task: directory}` (train, optional val and test files), as `declaration`
+    declares the task (the built-in one by default), or from the data for a new name."""
+    declared = with_data(declaration or default_declaration(Path(".")), task_dirs)
+    return load_declared(declared, limit=limit, seed=seed)
 
 
-def replay_sets(
-    task_dirs: Mapping[str, Path], rows: int, *, limit: int | None = None, seed: int = 0
-) -> list[TaskData]:
+def replay_sets(sets: Sequence[TaskData], rows: int, *, seed: int = 0) -> list[TaskData]:
     """Old-domain sets: `rows` training rows in all (a seeded sample), a small val split."""
-    sets = load_sets(task_dirs, limit=limit, seed=seed)
     share = rows // max(1, len(sets))
     return [
         dataclasses.replace(
@@ -145,9 +153,18 @@ def run_training(
     console = console or Console(stderr=True)
     base_version = resolve_version(settings, from_version) if from_version else None
     config = config or (INCREMENTAL if base_version else FineTuneConfig())
-    sets = load_sets(task_dirs or default_task_dirs(settings), limit=limit, seed=config.seed)
+    declared = task_declaration(settings)
+    if task_dirs:
+        declared = with_data(declared, task_dirs)
+    sets = load_declared(declared, limit=limit, seed=config.seed)
     replay = (
-        replay_sets(replay_dirs, replay_rows, limit=limit, seed=config.seed) if replay_dirs else []
+        replay_sets(
+            load_sets(replay_dirs, declaration=task_declaration(settings), limit=limit),
+            replay_rows,
+            seed=config.seed,
+        )
+        if replay_dirs
+        else []
     )
     plan = TrainPlan(
         sets=sets,
@@ -232,7 +249,9 @@ def trainer_config(settings: Settings) -> TrainerConfig:
             test=sample(data.test, settings.finetune_old_eval_rows, seed),
         )
         for data in replay_sets(
-            default_task_dirs(settings), settings.finetune_replay_rows, seed=seed
+            load_declared(task_declaration(settings), seed=seed),
+            settings.finetune_replay_rows,
+            seed=seed,
         )
     ]
     finetune = dataclasses.replace(
