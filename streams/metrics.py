@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from streams.alerts.watched_metrics import WatchedMetrics
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -155,26 +157,10 @@ class AlertMetrics:
             "Items older than their key's current window (not counted)",
             registry=registry,
         )
-        self.sentiment = Counter(
-            "feedpulse_sentiment_items",
-            'Items per key and sentiment (top keys; the rest as key="other")',
-            ["key", "sentiment"],
-            registry=registry,
-        )
-        self.spike_score = Gauge(
-            "feedpulse_spike_score",
-            "Deviations above baseline of the last closed window's share, per key and sentiment",
-            ["key", "sentiment"],
-            registry=registry,
-        )
+        # Per key and watched (task, label) pair, sentiment's own series included.
+        self.watched = WatchedMetrics(registry)
         self.windows_closed = Counter(
             "feedpulse_alert_windows_closed", "Key windows scored", registry=registry
-        )
-        self.alerts = Counter(
-            "feedpulse_alerts_fired",
-            "Sentiment spike alerts published",
-            ["severity", "sentiment"],
-            registry=registry,
         )
         self.threshold = Gauge(
             "feedpulse_spike_threshold",

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.alerts.pairs import parse_pairs
 
 
 class Settings(BaseSettings):
@@ -63,6 +65,8 @@ class Settings(BaseSettings):
     max_length: int = Field(128, ge=8)
     # Training: labeled data sets (see ../shared/data/README.md) and resumable checkpoints.
     data_dir: Path = Path("../shared/data")
+    # The declared tasks (TOML, see serving.training.declaration); unset: sentiment + topic.
+    tasks_file: Path | None = None
     checkpoint_dir: Path = Path(".feedpulse/checkpoints")
     inference_threads: int = Field(0, ge=0)
     # Texts per ONNX run inside a micro-batch (length-sorted); small chunks pad less.
@@ -86,7 +90,7 @@ class Settings(BaseSettings):
     triton_metrics_port: int = Field(8002, ge=1, le=65535)
     triton_python_env: Path = Path(".venv/triton-env")
 
-    # Alert workers (faust): sentiment spikes per key in tumbling event-time windows.
+    # Alert workers (faust): spikes of watched labels per key in hopping event-time windows.
     alerts_topic: str = "alerts.sentiment"
     alert_app_id: str = "feedpulse-alerts"
     alert_window_s: float = Field(60.0, gt=0)
@@ -114,6 +118,11 @@ class Settings(BaseSettings):
     # Keys with no item for this many windows are dropped from the state (with a
     # changelog tombstone), so the table holds the keys that are live, not every key ever seen.
     alert_idle_windows: int = Field(10, ge=1)
+    # The (task, label) pairs whose share per key is watched, as "task:label": a multi-class
+    # task's item counts when its label is that label, a multi-label task's when that label
+    # is among its labels. The environment gives a JSON list:
+    # FEEDPULSE_ALERT_WATCH='["sentiment:negative","emotion:anger"]'.
+    alert_watch: list[str] = ["sentiment:negative", "sentiment:positive"]
 
     # Workers follow the served version (the newest numbered one) unless `model_version`
     # pins one: promotions and rollbacks reach them within this many seconds.
@@ -194,6 +203,12 @@ class Settings(BaseSettings):
     # A classify worker warms its model on this many representative batches (shortest to
     # longest) before it joins the group; /ready answers 200 only once warmed and assigned.
     warmup_batches: int = Field(3, ge=0)
+
+    @field_validator("alert_watch")
+    @classmethod
+    def _watch_pairs(cls, value: list[str]) -> list[str]:
+        parse_pairs(value)  # a ValueError says which pair is wrong and how to write one
+        return value
 
     @model_validator(mode="after")
     def _client_certificate_pair(self) -> Settings:

@@ -1,4 +1,4 @@
-"""The alert workers: a faust-streaming app from `feeds.labeled` to `alerts.sentiment`.
+"""The alert workers: spikes of the `alert_watch` labels from `feeds.labeled` to `alerts.sentiment`.
 
 Two agents. `fan_out` reads labeled items and re-keys one small event per alert key (source,
 topic label, configured `meta` fields) onto an internal topic, so every key's events land
@@ -27,6 +27,7 @@ import faust
 from faust.types import Message, TopicT
 from prometheus_client import CollectorRegistry
 
+from streams.alerts.pairs import parse_pairs
 from streams.alerts.records import (
     INVALID_ALERT_EVENT,
     INVALID_ALERT_STATE,
@@ -88,6 +89,7 @@ def spike_settings(settings: Settings) -> SpikeSettings:
         min_volume=settings.alert_min_volume,
         warmup_windows=settings.alert_warmup_windows,
         cooldown_windows=settings.alert_cooldown_windows,
+        watch=parse_pairs(settings.alert_watch),
     )
 
 
@@ -195,13 +197,15 @@ class _AlertHandlers:
         if ts is None:
             metrics.future_timestamps.inc()
         sentiment = record.sentiment
-        label = sentiment if sentiment in SENTIMENTS else "other"  # bounded label values
+        if sentiment is not None and sentiment not in SENTIMENTS:
+            sentiment = "other"  # bounded label values
+        pairs = record.carried(self.detector.settings.watch)
         for key in item_keys(record.key_fields(), self.meta_fields):
-            metrics.sentiment.labels(key=metrics.keys.label(key), sentiment=label).inc()
+            metrics.watched.item(metrics.keys.label(key), sentiment, pairs)
             item = KeyedItem(
                 key=key,
                 ts=now if ts is None else ts,
-                s=sentiment,
+                w=[pair.slot for pair in pairs],
                 id=record.id,
                 v=record.model_version,
                 arrival=ts is None,
@@ -264,7 +268,7 @@ class _AlertHandlers:
         if not item.arrival:
             watermark = self.clocks.observe(partition, item.src or "", item.ts)
             metrics.watermark.set(self.clocks.lowest() or watermark)
-        args = (key_state, key, item.ts, item.s, item.id, item.v)
+        args = (key_state, key, item.ts, item.slots, item.id, item.v)
         closed, counted = self.detector.add(*args, advance=not item.arrival, watermark=watermark)
         metrics.key_updates.inc()
         if not counted:
@@ -321,13 +325,13 @@ class _AlertHandlers:
         metrics = self.metrics
         metrics.windows_closed.inc()
         label = metrics.keys.current(result.key)
-        for sentiment, score in result.scores.items():
-            metrics.spike_score.labels(key=label, sentiment=sentiment).set(round(score, 3))
+        for pair, score in result.scores.items():
+            metrics.watched.scored(label, pair, round(score, 3))
         for alert in result.alerts:
             doc = alert.to_json()
             await self.alerts.send(key=alert.key.encode(), value=json.dumps(doc).encode())
-            metrics.alerts.labels(severity=alert.severity, sentiment=alert.sentiment).inc()
-            log.warning("sentiment spike: %s", json.dumps(doc))
+            metrics.watched.fired(alert.severity, alert.pair)
+            log.warning("%s spike: %s", alert.pair.task, json.dumps(doc))
 
 
 def build_alert_app(

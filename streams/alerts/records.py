@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, NotRequired
 
 from faust.serializers.codecs import Codec
@@ -24,12 +25,14 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    model_validator,
     with_config,
 )
 
 # pydantic reads TypedDicts from typing_extensions only, before Python 3.12.
 from typing_extensions import TypedDict
 
+from streams.alerts.pairs import LEGACY_TASK, MAX_PAIRS, WatchPair
 from streams.messages import MAX_ID_CHARS
 
 # Dead-letter reasons of the alert app (stable strings: metric labels, DLQ headers).
@@ -51,15 +54,30 @@ Name = Annotated[str, StringConstraints(max_length=200)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class _Label(BaseModel):
-    model_config = _STRICT
-    label: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+LabelName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+TaskName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MAX_TASK_LABELS = 1000  # labels one multi-label task may give an item (bounds the work)
+MAX_TASKS = 64
+SlotName = Annotated[str, StringConstraints(min_length=1, max_length=2 * 64 + 1)]
 
 
-class _Labels(BaseModel):
+class _TaskLabels(BaseModel):
+    """One task's part of `labels`, in either shape serving writes (TaskPrediction.document)."""
+
     model_config = _STRICT
-    sentiment: _Label
-    topic: _Label | None = None
+    label: LabelName | None = None  # a multi-class task: its one label
+    # A multi-label task: the labels over their thresholds (possibly none).
+    labels: Annotated[list[LabelName], Field(max_length=MAX_TASK_LABELS)] | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> _TaskLabels:
+        if (self.label is None) == (self.labels is None):
+            raise ValueError("a task gives either `label` (multi-class) or `labels` (multi-label)")
+        return self
+
+    def carries(self, label: str) -> bool:
+        """Whether the task gave the item `label`."""
+        return self.label == label if self.labels is None else label in self.labels
 
 
 class _Input(BaseModel):
@@ -83,16 +101,28 @@ class LabeledRecord(BaseModel):
 
     model_config = _STRICT
     id: Id
-    labels: _Labels
+    # Per task. A task may be missing (a model without that head): the item still counts in
+    # its keys' volume, for none of that task's labels.
+    labels: Annotated[dict[TaskName, _TaskLabels], Field(max_length=MAX_TASKS)]
     input: _Input
     source: Name | None = None
     meta: dict[str, Any] | None = None
     model: _Model | None = None
 
     @property
-    def sentiment(self) -> str:
-        """The sentiment label the classifier gave the item."""
-        return self.labels.sentiment.label
+    def sentiment(self) -> str | None:
+        """The sentiment label the classifier gave the item (None: no multi-class sentiment)."""
+        part = self.labels.get(LEGACY_TASK)
+        return part.label if part is not None else None
+
+    def carried(self, pairs: Iterable[WatchPair]) -> list[WatchPair]:
+        """The watched pairs this item counts toward (none for a task it lacks)."""
+        found = []
+        for pair in pairs:
+            part = self.labels.get(pair.task)
+            if part is not None and part.carries(pair.label):
+                found.append(pair)
+        return found
 
     @property
     def source_name(self) -> str | None:
@@ -111,10 +141,11 @@ class LabeledRecord(BaseModel):
 
     def key_fields(self) -> dict[str, Any]:
         """The fields alert keys are derived from, shaped as `item_keys` reads them."""
-        topic = self.labels.topic
+        topic = self.labels.get("topic")
+        label = topic.label if topic is not None else None
         return {
             "source": self.source,
-            "labels": {"topic": {"label": topic.label}} if topic is not None else {},
+            "labels": {"topic": {"label": label}} if label is not None else {},
             "meta": self.meta,
         }
 
@@ -132,7 +163,11 @@ class KeyedItem(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     key: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     ts: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    s: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    # The watched pairs the item counts toward, by their slots (streams.alerts.pairs); none:
+    # it counts in its key's volume only.
+    w: Annotated[list[SlotName], Field(max_length=MAX_PAIRS)] = []
+    # Events written before the pairs were configurable name the item's sentiment here.
+    s: SlotName | None = None
     id: Id
     v: Name | None = None
     # True when `ts` is the arrival time that stands in for an untrusted record timestamp:
@@ -140,6 +175,11 @@ class KeyedItem(BaseModel):
     arrival: bool = False
     # The input partition it was read from (see streams.alerts.watermarks); None: unknown.
     src: Annotated[str, StringConstraints(max_length=MAX_TOPIC_CHARS + 12)] | None = None
+
+    @property
+    def slots(self) -> list[str]:
+        """The slots the item counts toward, whichever way its event names them."""
+        return list(self.w) if self.s is None else [*self.w, self.s]
 
 
 def _event_kind(value: Any) -> str:
@@ -163,6 +203,9 @@ SlotKey = Annotated[str, StringConstraints(pattern=r"^-?[0-9]{1,20}$")]
 class _Slot(TypedDict):
     counts: dict[str, Count]
     samples: Samples
+    # Items in the slot; a state written before pairs were configurable has none (its
+    # counts then hold every sentiment class, so their sum is the volume).
+    volume: NotRequired[Count]
 
 
 @with_config(ConfigDict(strict=True))
@@ -170,6 +213,7 @@ class _History(TypedDict):
     slot: int
     counts: dict[str, Count]
     samples: Samples
+    volume: NotRequired[Count]
 
 
 @with_config(ConfigDict(strict=True))

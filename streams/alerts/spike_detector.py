@@ -1,11 +1,13 @@
-"""Sentiment spike detection per key over hopping event-time windows.
+"""Label spike detection per key over hopping event-time windows.
 
-Each key (a source, a topic label, a `meta` field such as a ticker) keeps counts per
-sentiment class in slots of `window_s / hops` seconds; each closed slot scores the window
-made of the last `hops` slots, so a burst that starts mid-window is seen half a window
-sooner than with tumbling windows. Each watched class's share is compared with a robust
+Each key (a source, a topic label, a `meta` field such as a ticker) keeps its item count
+and, per watched (task, label) pair (streams.alerts.pairs), the items carrying that label,
+in slots of `window_s / hops` seconds; each closed slot scores the window made of the last
+`hops` slots, so a burst that starts mid-window is seen half a window sooner than with
+tumbling windows. A pair's share is the items carrying its label over all the window's
+items (for a multi-label task, per label). Each watched pair's share is compared with a robust
 rolling baseline kept on the arcsine-square-root scale (where a share's binomial noise is
-about 1/(2 sqrt(volume)) whatever the share, so rare classes are not flagged by skewed
+about 1/(2 sqrt(volume)) whatever the share, so rare labels are not flagged by skewed
 tails): an exponentially weighted mean and deviation, updated only from windows with
 enough volume, each value clipped to two deviations before it enters. A window more than
 `threshold` deviations (never less than its binomial noise) above the baseline fires one
@@ -13,7 +15,7 @@ alert; the key then cools down for `cooldown_windows`, so one burst gives one al
 
 The state is plain JSON-able data so it can live in a changelogged table and be restored
 after a restart. One duplicated or skipped record moves a share by 1/volume, far below
-any threshold; alert ids are derived from (key, window), so a re-emitted alert is
+any threshold; alert ids are derived from (key, pair, window), so a re-emitted alert is
 recognisably the same one.
 """
 
@@ -25,7 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streams.alerts.pairs import WatchPair
+
 SENTIMENTS = ("negative", "neutral", "positive")
+DEFAULT_WATCH = (WatchPair("sentiment", "negative"), WatchPair("sentiment", "positive"))
 MAX_KEY_CHARS = 200
 
 
@@ -35,7 +40,7 @@ class SpikeSettings:
 
     window_s: float = 60.0
     hops: int = 2
-    watch: tuple[str, ...] = ("negative", "positive")
+    watch: tuple[WatchPair, ...] = DEFAULT_WATCH
     threshold: float = 4.0
     critical: float = 8.0
     min_volume: int = 20
@@ -53,7 +58,7 @@ class Alert:
 
     id: str
     key: str
-    sentiment: str
+    pair: WatchPair
     window_start: float
     window_end: float
     share: float
@@ -64,12 +69,24 @@ class Alert:
     sample_ids: tuple[str, ...]
     model_version: str | None
 
+    @property
+    def sentiment(self) -> str | None:
+        """The label of a sentiment pair (None for any other task's)."""
+        return self.pair.sentiment
+
     def to_json(self) -> dict[str, Any]:
-        """The document published on the alerts topic."""
+        """The document published on the alerts topic.
+
+        "sentiment" only for a sentiment pair: the field consumers read before any other
+        task could be watched; "task" and "label" for every pair.
+        """
+        named = {"sentiment": self.sentiment} if self.sentiment is not None else {}
         return {
             "id": self.id,
             "key": self.key,
-            "sentiment": self.sentiment,
+            **named,
+            "task": self.pair.task,
+            "label": self.pair.label,
             "window": {"start": self.window_start, "end": self.window_end},
             "share": round(self.share, 4),
             "baseline": round(self.baseline, 4),
@@ -83,12 +100,12 @@ class Alert:
 
 @dataclass(frozen=True)
 class WindowResult:
-    """A closed window of one key: its scores per watched class and any alert it fired."""
+    """A closed window of one key: its scores per watched pair and any alert it fired."""
 
     key: str
     window: int
     volume: int
-    scores: dict[str, float]
+    scores: dict[WatchPair, float]
     alerts: tuple[Alert, ...]
 
 
@@ -105,9 +122,9 @@ def new_state() -> dict[str, Any]:
     }
 
 
-def alert_id(key: str, sentiment: str, window: int) -> str:
-    """Stable id of the alert for (key, sentiment, window)."""
-    raw = f"{key}\x00{sentiment}\x00{window}".encode()
+def alert_id(key: str, slot: str, window: int) -> str:
+    """Stable id of the alert for (key, pair, window); `slot` is the pair's `WatchPair.slot`."""
+    raw = f"{key}\x00{slot}\x00{window}".encode()
     return hashlib.blake2b(raw, digest_size=10).hexdigest()
 
 
@@ -127,6 +144,7 @@ class SpikeDetector:
         self.settings = settings
         self.grace_s = grace_s
         self.hop_s = settings.window_s / settings.hops
+        self.watched = frozenset(pair.slot for pair in settings.watch)
 
     def slot_of(self, ts: float) -> int:
         """The slot index of event time `ts` (seconds)."""
@@ -137,7 +155,7 @@ class SpikeDetector:
         state: dict[str, Any],
         key: str,
         ts: float,
-        sentiment: str,
+        slots: str | Sequence[str],
         item_id: str,
         model_version: str | None,
         *,
@@ -146,6 +164,8 @@ class SpikeDetector:
     ) -> tuple[list[WindowResult], bool]:
         """Count one item into `state` (mutated). Returns (windows it closed, counted?).
 
+        `slots` are the watched pairs the item carries (`WatchPair.slot`: one, or any
+        number); the item counts in the volume, and once for each watched slot it carries.
         An item of a slot already closed is late: not counted (False). With `advance`
         False (its time is an arrival time standing in for an untrusted timestamp) the item
         is counted but does not move the key's clock, so it closes nothing. A `watermark`
@@ -155,14 +175,14 @@ class SpikeDetector:
         slot = self.slot_of(ts)
         counted = state["last"] is None or slot > state["last"]
         if counted:
-            entry = state["open"].setdefault(
-                str(slot), {"counts": dict.fromkeys(SENTIMENTS, 0), "samples": {}}
-            )
-            if sentiment in entry["counts"]:
-                entry["counts"][sentiment] += 1
-                samples = entry["samples"].setdefault(sentiment, [])
-                if len(samples) < self.settings.samples:
-                    samples.append(item_id)
+            entry = state["open"].setdefault(str(slot), {"counts": {}, "samples": {}})
+            entry["volume"] = _volume(entry) + 1
+            for name in dict.fromkeys([slots] if isinstance(slots, str) else slots):
+                if name in self.watched:
+                    entry["counts"][name] = entry["counts"].get(name, 0) + 1
+                    samples = entry["samples"].setdefault(name, [])
+                    if len(samples) < self.settings.samples:
+                        samples.append(item_id)
             state["model_version"] = model_version
         if not advance:
             return [], counted
@@ -200,21 +220,26 @@ class SpikeDetector:
         entry = state["open"].pop(str(slot))
         # Slots that were skipped (no items) are empty, so older ones fall out of the window.
         history = [h for h in state["history"] if h["slot"] > slot - s.hops]
-        current = {"slot": slot, "counts": entry["counts"], "samples": entry["samples"]}
+        current = {
+            "slot": slot,
+            "counts": entry["counts"],
+            "samples": entry["samples"],
+            "volume": _volume(entry),
+        }
         window = [*history, current]
-        counts = {c: sum(h["counts"].get(c, 0) for h in window) for c in SENTIMENTS}
-        volume = sum(counts.values())
-        scores: dict[str, float] = {}
+        volume = sum(_volume(h) for h in window)
+        scores: dict[WatchPair, float] = {}
         alerts: list[Alert] = []
         warm = s.warmup_windows * s.hops
-        for sentiment in s.watch:
+        for pair in s.watch:
             if volume < s.min_volume:
                 continue
-            share = counts[sentiment] / volume
+            name = pair.slot
+            share = sum(h["counts"].get(name, 0) for h in window) / volume
             value = stabilized(share)
-            base = state["baseline"].get(sentiment)
+            base = state["baseline"].get(name)
             if base is None:
-                state["baseline"][sentiment] = {"mean": value, "var": 0.0, "n": 1}
+                state["baseline"][name] = {"mean": value, "var": 0.0, "n": 1}
                 continue
             # Never below the binomial noise of `volume` items: early baselines
             # underestimate their variance, and small windows are noisy by nature.
@@ -222,14 +247,14 @@ class SpikeDetector:
             deviation = max(math.sqrt(base["var"]), sampling, s.min_deviation)
             score = (value - base["mean"]) / deviation
             if base["n"] >= warm:  # before that the baseline is not worth a score
-                scores[sentiment] = score
+                scores[pair] = score
                 if score >= s.threshold and slot > state["cooldown_until"]:
-                    samples = [i for h in window for i in h["samples"].get(sentiment, [])]
+                    samples = [i for h in window for i in h["samples"].get(name, [])]
                     alerts.append(
                         Alert(
-                            id=alert_id(key, sentiment, slot),
+                            id=alert_id(key, name, slot),
                             key=key,
-                            sentiment=sentiment,
+                            pair=pair,
                             window_start=(slot + 1 - s.hops) * self.hop_s,
                             window_end=(slot + 1) * self.hop_s,
                             share=share,
@@ -253,6 +278,13 @@ class SpikeDetector:
         state["history"] = [h for h in window if h["slot"] > slot + 1 - s.hops]
         state["last"] = slot
         return WindowResult(key, slot, volume, scores, tuple(alerts))
+
+
+def _volume(slot: dict[str, Any]) -> int:
+    """A slot's item count. One from before the pairs were configurable has no "volume":
+    its counts then hold every sentiment class, so they sum to it."""
+    volume = slot.get("volume")
+    return int(volume) if volume is not None else sum(slot["counts"].values())
 
 
 def item_keys(doc: dict[str, Any], meta_fields: Sequence[str]) -> list[str]:
