@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.alerts.pairs import parse_pairs
+from streams.label_pairs import parse_pairs
 
 
 class Settings(BaseSettings):

@@ -27,7 +27,6 @@ import faust
 from faust.types import Message, TopicT
 from prometheus_client import CollectorRegistry
 
-from streams.alerts.pairs import parse_pairs
 from streams.alerts.records import (
     INVALID_ALERT_EVENT,
     INVALID_ALERT_STATE,
@@ -58,6 +57,7 @@ from streams.kafka.records import (
     dead_letter_record,
 )
 from streams.kafka.topics import output_max_bytes
+from streams.label_pairs import parse_pairs
 from streams.messages import MAX_ID_CHARS, Origin, Rejection
 from streams.metrics import AlertMetrics, KeyLabels
 from streams.settings import Settings

@@ -32,7 +32,7 @@ from pydantic import (
 # pydantic reads TypedDicts from typing_extensions only, before Python 3.12.
 from typing_extensions import TypedDict
 
-from streams.alerts.pairs import LEGACY_TASK, MAX_PAIRS, WatchPair
+from streams.label_pairs import LEGACY_TASK, MAX_PAIRS, WatchPair
 from streams.messages import MAX_ID_CHARS
 
 # Dead-letter reasons of the alert app (stable strings: metric labels, DLQ headers).
@@ -163,7 +163,7 @@ class KeyedItem(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     key: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     ts: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    # The watched pairs the item counts toward, by their slots (streams.alerts.pairs); none:
+    # The watched pairs the item counts toward, by their slots (streams.label_pairs); none:
     # it counts in its key's volume only.
     w: Annotated[list[SlotName], Field(max_length=MAX_PAIRS)] = []
     # Events written before the pairs were configurable name the item's sentiment here.

@@ -1,7 +1,7 @@
 """Label spike detection per key over hopping event-time windows.
 
 Each key (a source, a topic label, a `meta` field such as a ticker) keeps its item count
-and, per watched (task, label) pair (streams.alerts.pairs), the items carrying that label,
+and, per watched (task, label) pair (streams.label_pairs), the items carrying that label,
 in slots of `window_s / hops` seconds; each closed slot scores the window made of the last
 `hops` slots, so a burst that starts mid-window is seen half a window sooner than with
 tumbling windows. A pair's share is the items carrying its label over all the window's
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streams.alerts.pairs import WatchPair
+from streams.label_pairs import WatchPair
 
 SENTIMENTS = ("negative", "neutral", "positive")
 DEFAULT_WATCH = (WatchPair("sentiment", "negative"), WatchPair("sentiment", "positive"))

@@ -7,13 +7,22 @@ otherwise break the embedding test for every prediction after it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    ValidationError,
+)
 
-from online.feedback_records import Observation
+from online.feedback_records import Observation, TaskScore
+from serving.tasks import Gold, TaskHead
 from streams.kafka.records import decode_embedding
 from streams.messages import MAX_ID_CHARS
 
@@ -23,14 +32,40 @@ INVALID_DECISION = "invalid_decision"
 INVALID_JOB = "invalid_job"
 MAX_EMBEDDING_WIDTH = 8192
 MAX_ERROR_CHARS = 500
+MAX_TASK_LABELS = 256
 
 _Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+_Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 class _TaskLabel(BaseModel):
+    """A multi-class task's answer: its label and that label's score."""
+
     model_config = ConfigDict(strict=True, extra="ignore")
     label: _Name
-    score: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+    score: _Score
+
+
+class _TaskLabels(BaseModel):
+    """A multi-label task's answer: the labels above their thresholds (maybe none) and
+    every label's score."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    labels: Annotated[list[_Name], Field(max_length=MAX_TASK_LABELS)]
+    scores: Annotated[dict[_Name, _Score], Field(max_length=MAX_TASK_LABELS)]
+
+
+def _shape(value: Any) -> str:
+    """Which answer a task's part is: `labels` makes it multi-label."""
+    if isinstance(value, dict):
+        return "multilabel" if "labels" in value else "multiclass"
+    return "multilabel" if isinstance(value, _TaskLabels) else "multiclass"
+
+
+_TaskAnswer = Annotated[
+    Annotated[_TaskLabel, Tag("multiclass")] | Annotated[_TaskLabels, Tag("multilabel")],
+    Discriminator(_shape),
+]
 
 
 class _ModelRef(BaseModel):
@@ -44,21 +79,23 @@ class LabeledPrediction(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
     id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
     text: str | None = None
-    labels: Annotated[dict[_Name, _TaskLabel], Field(min_length=1, max_length=64)]
+    labels: Annotated[dict[_Name, _TaskAnswer], Field(min_length=1, max_length=64)]
     embedding: Annotated[str, StringConstraints(max_length=8 * MAX_EMBEDDING_WIDTH)] | None = None
     model: _ModelRef
 
 
 def read_prediction(
     value: bytes | None,
-    labels: Mapping[str, Sequence[str]],
+    tasks: Mapping[str, TaskHead],
     widths: Mapping[str, int],
     now: float,
-) -> tuple[Observation, dict[str, float]] | str:
+) -> tuple[Observation, dict[str, TaskScore]] | str:
     """A labeled record as the watch's observation and per-task scores, or why not.
 
-    `labels` are the watched tasks' label sets (other tasks pass through unchecked);
-    `widths` the embedding width already seen per model version.
+    `tasks` are the watched heads by name: each one's answer must have its kind's shape
+    and name only its labels (other tasks pass through unchecked). A multi-class task's
+    score is its label's; a multi-label task's is every label's. `widths` is the embedding
+    width already seen per model version.
     """
     if not value:
         return "record has no value"
@@ -67,8 +104,9 @@ def read_prediction(
     except ValidationError as exc:
         return _first_error(exc)
     for task, got in doc.labels.items():
-        if task in labels and got.label not in labels[task]:
-            return f"labels.{task}.label {got.label[:64]!r} is not one of {list(labels[task])}"
+        problem = _answer_problem(task, tasks.get(task), got)
+        if problem is not None:
+            return problem
     embedding = None
     if doc.embedding is not None:
         try:
@@ -78,15 +116,44 @@ def read_prediction(
         problem = _embedding_problem(embedding, widths.get(str(doc.model.version)))
         if problem is not None:
             return problem
+    labels: dict[str, Gold] = {}
+    scores: dict[str, TaskScore] = {}
+    for task, got in doc.labels.items():
+        if isinstance(got, _TaskLabels):
+            labels[task], scores[task] = tuple(got.labels), dict(got.scores)
+        else:
+            labels[task], scores[task] = got.label, got.score
     obs = Observation(
         id=doc.id,
         text=doc.text,
-        labels={task: v.label for task, v in doc.labels.items()},
+        labels=labels,
         embedding=embedding,
         model_version=str(doc.model.version),
         seen_at=now,
     )
-    return obs, {task: v.score for task, v in doc.labels.items()}
+    return obs, scores
+
+
+def _answer_problem(task: str, head: TaskHead | None, got: _TaskLabel | _TaskLabels) -> str | None:
+    """Why a watched task's answer does not fit its head, or None."""
+    if head is None:
+        return None
+    known = list(head.labels)
+    if not isinstance(got, _TaskLabels):
+        if head.multilabel:
+            return f"labels.{task}: a multi-label task answers {{labels, scores}}, not a label"
+        if got.label not in head.labels:
+            return f"labels.{task}.label {got.label[:64]!r} is not one of {known}"
+        return None
+    if not head.multilabel:
+        return f"labels.{task}: a multi-class task answers {{label, score}}, not labels"
+    for where, names in (("labels", got.labels), ("scores", list(got.scores))):
+        unknown = [name for name in names if name not in head.labels]
+        if unknown:
+            return f"labels.{task}.{where}: {unknown[0][:64]!r} is not one of {known}"
+    if len(set(got.labels)) != len(got.labels):
+        return f"labels.{task}.labels: a label is named more than once"
+    return None
 
 
 def _embedding_problem(vector: np.ndarray, width: int | None) -> str | None:

@@ -22,7 +22,8 @@ def export_watch_metrics(m: WatchMetrics, w: ModelWatch) -> None:
     kept_bytes, waiting_bytes = w.join.bytes
     m.join_bytes.labels("predictions").set(kept_bytes)
     m.join_bytes.labels("waiting").set(waiting_bytes)
-    for task in w.task_names():
+    # The hybrid head's tasks: multi-label ones have none.
+    for task in w.hybrid.tasks:
         for learner, value in w.hybrid.accuracy(task).items():
             m.accuracy.labels(task, learner).set(value)
     if w.version is not None and w.version.isdigit():

@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from online.feedback import UNMATCHED_FEEDBACK
-from online.feedback_records import Feedback
+from online.feedback_records import Feedback, gold_document
 from streams.kafka.records import DLQ_HEADER_PREFIX, dead_letter_headers, dead_letter_record
 from streams.messages import Origin, Rejection
 from streams.metrics import WatchMetrics
@@ -73,7 +73,7 @@ class WatchOutbox:
         topic, partition, offset = fb.origin or (self.settings.feedback_topic, -1, -1)
         origin = Origin(topic, partition, offset)
         rejection = Rejection(fb.id, UNMATCHED_FEEDBACK, error, origin)
-        value = json.dumps({"id": fb.id, "task": fb.task, "label": fb.label}).encode()
+        value = json.dumps({"id": fb.id, "task": fb.task, **gold_document(fb.label)}).encode()
         headers = [
             *dead_letter_headers(rejection, "watch"),
             (DLQ_HEADER_PREFIX + "rebuilt", b"true"),

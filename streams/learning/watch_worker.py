@@ -103,7 +103,8 @@ class WatchWorker:
         self.settings = settings
         self.watch = watch
         self.metrics = metrics
-        self.labels = {t.name: t.labels for t in watch.config.tasks}
+        self.tasks = watch.config.tasks
+        self.heads = {t.name: t for t in watch.config.tasks}
         self._stop = asyncio.Event()
         self.outbox = WatchOutbox(settings, metrics)
         # Embedding width per model version, from its first valid prediction.
@@ -206,7 +207,7 @@ class WatchWorker:
         if rec.topic == s.output_topic:
             self._prediction(rec, now)
         elif rec.topic == s.feedback_topic:
-            parsed = parse_feedback(rec.value, self.labels, (rec.topic, rec.partition, rec.offset))
+            parsed = parse_feedback(rec.value, self.tasks, (rec.topic, rec.partition, rec.offset))
             if isinstance(parsed, str):
                 self.metrics.feedback.labels("invalid").inc()
                 self.outbox.dead_letter(rec, INVALID_FEEDBACK, parsed)
@@ -233,7 +234,7 @@ class WatchWorker:
             self.snapshots.soon |= in_flight is not None and self.watch.policy.in_flight is None
 
     def _prediction(self, rec: Any, now: float) -> None:
-        parsed = read_prediction(rec.value, self.labels, self._widths, now)
+        parsed = read_prediction(rec.value, self.heads, self._widths, now)
         if isinstance(parsed, str):
             self._unreadable(rec, INVALID_LABELED_RECORD, parsed)
             return

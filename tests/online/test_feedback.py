@@ -9,8 +9,10 @@ import pytest
 
 from online.feedback import FeedbackJoin
 from online.feedback_records import Feedback, Observation, parse_feedback
+from serving.tasks import TaskHead
 
-LABELS = {"sentiment": ("negative", "neutral", "positive")}
+TAGS = TaskHead("tags", ("urgent", "billing", "bug"), "multilabel")
+TASKS = (TaskHead("sentiment", ("negative", "neutral", "positive")), TAGS)
 
 
 def obs(item_id: str, at: float = 0.0) -> Observation:
@@ -19,7 +21,7 @@ def obs(item_id: str, at: float = 0.0) -> Observation:
 
 def test_parse_feedback_accepts_ids_as_strings_or_integers_and_optional_text() -> None:
     fb = parse_feedback(
-        b'{"id": 7, "task": "sentiment", "label": "positive", "text": "up"}', LABELS
+        b'{"id": 7, "task": "sentiment", "label": "positive", "text": "up"}', TASKS
     )
     assert fb == Feedback("7", "sentiment", "positive", "up")
 
@@ -40,8 +42,41 @@ def test_parse_feedback_accepts_ids_as_strings_or_integers_and_optional_text() -
     ],
 )
 def test_parse_feedback_says_what_is_wrong(value: bytes, error: str) -> None:
-    result = parse_feedback(value, LABELS)
+    result = parse_feedback(value, TASKS)
     assert isinstance(result, str) and error in result
+
+
+def test_multi_label_feedback_gives_the_label_set_in_the_task_order() -> None:
+    fb = parse_feedback(b'{"id": "a", "task": "tags", "labels": ["bug", "urgent"]}', TASKS)
+    assert fb == Feedback("a", "tags", ("urgent", "bug"))
+
+
+def test_multi_label_feedback_may_say_that_no_label_applies() -> None:
+    fb = parse_feedback(b'{"id": "a", "task": "tags", "labels": [], "text": "hi"}', TASKS)
+    assert fb == Feedback("a", "tags", (), "hi")
+
+
+@pytest.mark.parametrize(
+    ("record", "error"),
+    [
+        ({"labels": ["bug", "nope"]}, "'labels' must be among ['urgent', 'billing', 'bug']"),
+        ({"labels": ["bug", "bug"]}, "'labels' names 'bug' more than once"),
+        ({"label": "bug"}, "'label' is for multi-class tasks: tags is multi-label"),
+        ({"label": "bug", "labels": ["bug"]}, "'label' is for multi-class tasks"),
+        ({}, "'labels' is missing"),
+        ({"labels": "bug"}, "'labels' must be a list"),
+        ({"labels": [1]}, "'labels' must be a list"),
+        ({"task": "sentiment", "labels": ["neutral"]}, "'labels' is for multi-label tasks"),
+        ({"task": "sentiment"}, "'label' is missing"),
+        ({"task": "mood", "labels": ["bug"]}, "'task' must be one of ['sentiment', 'tags']"),
+    ],
+)
+def test_feedback_whose_answer_does_not_fit_its_task_says_why(
+    record: dict[str, object], error: str
+) -> None:
+    value = json.dumps({"id": "a", "task": "tags", **record}).encode()
+    result = parse_feedback(value, TASKS)
+    assert isinstance(result, str) and error in result, result
 
 
 def test_feedback_after_its_prediction_joins_at_once() -> None:

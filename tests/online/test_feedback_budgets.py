@@ -19,8 +19,11 @@ from online.feedback_records import (
     observation_bytes,
     parse_feedback,
 )
+from serving.tasks import TaskHead
 
 LABELS = {"sentiment": ("negative", "neutral", "positive"), "topic": ("markets", "tech")}
+TAGS = TaskHead("tags", ("urgent", "billing", "bug"), "multilabel")
+TASKS = [*(TaskHead(name, labels) for name, labels in LABELS.items()), TAGS]
 FUZZ = settings(max_examples=200, deadline=None)
 
 json_values = st.recursive(
@@ -30,8 +33,11 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
-maybe = st.sampled_from(["sentiment", "topic", "neutral", "tech", "", "mood"]) | json_values
-records = st.dictionaries(st.sampled_from(["id", "task", "label", "text", "other"]), maybe)
+names = ["sentiment", "topic", "tags", "neutral", "tech", "bug", "", "mood"]
+maybe = st.sampled_from(names) | st.lists(st.sampled_from(names), max_size=4) | json_values
+records = st.dictionaries(
+    st.sampled_from(["id", "task", "label", "labels", "text", "other"]), maybe
+)
 
 
 def check(result: Feedback | str) -> None:
@@ -39,20 +45,24 @@ def check(result: Feedback | str) -> None:
         assert 0 < len(result) <= MAX_REASON_CHARS
         return
     assert isinstance(result, Feedback)
-    assert 0 < len(result.id) <= 512 and result.label in LABELS[result.task]
+    assert 0 < len(result.id) <= 512
+    if result.task == TAGS.name:
+        assert isinstance(result.label, tuple) and set(result.label) <= set(TAGS.labels)
+    else:
+        assert result.label in LABELS[result.task]
     assert result.text is None or 0 < len(result.text) <= 20_000
 
 
 @FUZZ
 @given(st.binary(max_size=1000) | st.none())
 def test_parse_feedback_never_raises_on_arbitrary_bytes(value: bytes | None) -> None:
-    check(parse_feedback(value, LABELS))
+    check(parse_feedback(value, TASKS))
 
 
 @FUZZ
 @given(json_values | records)
 def test_parse_feedback_never_raises_on_arbitrary_json(value: Any) -> None:
-    check(parse_feedback(json.dumps(value).encode(), LABELS))
+    check(parse_feedback(json.dumps(value).encode(), TASKS))
 
 
 @FUZZ
@@ -65,16 +75,24 @@ def test_valid_feedback_parses(item_id: str | int, task: str, data: st.DataObjec
     label = data.draw(st.sampled_from(LABELS[task]))
     text = data.draw(st.none() | st.text(min_size=1, max_size=50).filter(str.strip))
     value = json.dumps({"id": item_id, "task": task, "label": label, "text": text}).encode()
-    assert parse_feedback(value, LABELS, ("t", 0, 1)) == Feedback(str(item_id), task, label, text)
+    assert parse_feedback(value, TASKS, ("t", 0, 1)) == Feedback(str(item_id), task, label, text)
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(TAGS.labels), unique=True), st.text(min_size=1, max_size=512))
+def test_valid_multi_label_feedback_parses(labels: list[str], item_id: str) -> None:
+    value = json.dumps({"id": item_id, "task": "tags", "labels": labels}).encode()
+    in_order = tuple(label for label in TAGS.labels if label in labels)
+    assert parse_feedback(value, TASKS) == Feedback(item_id, "tags", in_order)
 
 
 def test_parse_feedback_bounds_ids_and_texts() -> None:
     base = {"task": "sentiment", "label": "neutral"}
-    assert "'id'" in str(parse_feedback(json.dumps({**base, "id": "x" * 513}).encode(), LABELS))
-    assert "'id'" in str(parse_feedback(json.dumps({**base, "id": 10**600}).encode(), LABELS))
+    assert "'id'" in str(parse_feedback(json.dumps({**base, "id": "x" * 513}).encode(), TASKS))
+    assert "'id'" in str(parse_feedback(json.dumps({**base, "id": 10**600}).encode(), TASKS))
     long_text = {**base, "id": "a", "text": "x" * 20_001}
-    assert "'text'" in str(parse_feedback(json.dumps(long_text).encode(), LABELS))
-    assert "missing" in str(parse_feedback(json.dumps({"id": "a"}).encode(), LABELS))
+    assert "'text'" in str(parse_feedback(json.dumps(long_text).encode(), TASKS))
+    assert "missing" in str(parse_feedback(json.dumps({"id": "a"}).encode(), TASKS))
 
 
 def obs(item_id: str, at: float = 0.0, text_chars: int = 10_000) -> Observation:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from online.feedback_records import Feedback, Observation
-from online.jobs import Decision
+from online.jobs import Decision, FineTuneJob
 from online.model_watch import ModelWatch, WatchConfig
-from serving.tasks import DEFAULT_TASKS
+from serving.tasks import DEFAULT_TASKS, TaskHead
 
 SENTIMENT = DEFAULT_TASKS[0]
 
@@ -144,3 +144,67 @@ def test_a_rejected_job_is_queued_again_after_the_back_off_with_the_rows_since_i
     texts = [t for t, _ in retry.rows["sentiment"]]
     # The rejected job's rows and the ones since: all after the original drift.
     assert texts[: len(first)] == first and len(texts) == len(first) + 20
+
+
+TAGS = TaskHead("tags", ("urgent", "billing", "bug"), "multilabel")
+
+
+def feed_tags(
+    watch: ModelWatch, start: int, n: int, served: tuple[str, ...], true: tuple[str, ...]
+) -> list[dict]:
+    """n multi-label predictions serving `served`, each followed by feedback saying `true`."""
+    events: list[dict] = []
+    scores = {label: (0.9 if label in served else 0.1) for label in TAGS.labels}
+    for i in range(start, start + n):
+        obs = Observation(f"t{i}", f"text {i}", {"tags": served}, None, "1", float(i))
+        found, _ = watch.observe(obs, {"tags": scores})
+        more, back = watch.feedback(Feedback(f"t{i}", "tags", true), float(i))
+        assert back is None
+        events += found + more
+    return events
+
+
+def test_a_multi_label_task_gets_rate_confidence_and_error_detectors_per_label() -> None:
+    watch = ModelWatch(config(tasks=(SENTIMENT, TAGS)))
+    assert feed_tags(watch, 0, 50, ("urgent", "bug"), ("urgent",)) == []
+    names = {d.name: d.state() for d in watch.detectors()}
+    for label in TAGS.labels:
+        for family in ("label_rate", "confidence", "error_rate"):
+            assert names[f"tags.{family}:{label}"]["seen"] == 50
+    assert names["tags.label_rate:urgent"]["statistic"] == 1.0
+    assert names["tags.label_rate:billing"]["statistic"] == 0.0
+    assert names["tags.confidence:bug"]["statistic"] == pytest.approx(0.9)
+    # Served {urgent, bug} against true {urgent}: only bug is wrong.
+    assert names["tags.error_rate:bug"]["statistic"] == 1.0
+    assert names["tags.error_rate:urgent"]["statistic"] == 0.0
+    # The hybrid head is multi-class only; the rows keep the label sets.
+    assert "tags" not in watch.hybrid.tasks and watch.counts.joined == 50
+    assert {r.label for r in watch.rows["tags"]} == {("urgent",)}
+
+
+def test_a_label_whose_rate_moves_drifts_by_name() -> None:
+    watch = ModelWatch(config(tasks=(TAGS,)))
+    assert feed_tags(watch, 0, 300, ("urgent",), ("urgent",)) == []
+    events = feed_tags(watch, 300, 300, ("urgent", "billing"), ("urgent", "billing"))
+    detectors = {e["detector"] for e in events}
+    assert "tags.label_rate:billing" in detectors
+    assert all(e["task"] == "tags" for e in events)
+
+
+def test_a_label_the_model_starts_getting_wrong_drifts_on_its_error_rate() -> None:
+    watch = ModelWatch(config(tasks=(TAGS,)))
+    feed_tags(watch, 0, 300, ("bug",), ("bug",))
+    # Still serving bug alone, but the truth now adds urgent: urgent's errors jump.
+    events = feed_tags(watch, 300, 300, ("bug",), ("urgent", "bug"))
+    assert [e["detector"] for e in events] == ["tags.error_rate:urgent"]
+
+
+def test_a_job_carries_multi_label_rows_as_label_sets_through_its_encoding() -> None:
+    watch = ModelWatch(config(tasks=(SENTIMENT, TAGS), finetune_volume_trigger=30))
+    feed_tags(watch, 0, 20, ("bug",), ("urgent", "bug"))
+    feed_tags(watch, 20, 10, (), ())
+    job = watch.due_job(now=0, base_version=1)
+    assert job is not None
+    rows = FineTuneJob.decode(job.encode()).rows["tags"]
+    assert rows == job.rows["tags"]
+    assert rows[0] == ("text 0", ("urgent", "bug")) and rows[-1] == ("text 29", ())

@@ -27,7 +27,7 @@ from online.watch_state import (
     snapshot_path,
     write_snapshot,
 )
-from serving.tasks import DEFAULT_TASKS
+from serving.tasks import DEFAULT_TASKS, TaskHead
 
 SENTIMENT, TOPIC = DEFAULT_TASKS
 POSITIONS = [("labeled", 0, 412), ("labeled", 3, 77), ("feedback", 1, 5)]
@@ -294,3 +294,74 @@ def test_corrupt_files_are_moved_aside_and_temporaries_removed(tmp_path: Path) -
     tmp = path.with_name(f"{path.name}.tmp-12345")
     tmp.write_bytes(b"half")
     assert remove_temporaries(path) == [tmp] and not tmp.exists()
+
+
+TAGS = TaskHead("tags", ("urgent", "billing", "bug"), "multilabel")
+
+
+def run_tags(watch: ModelWatch, start: int, n: int, seed: int) -> list[Any]:
+    """Multi-label predictions beside sentiment ones; feedback for most, some waiting."""
+    rng = np.random.default_rng(seed)
+    out: list[Any] = []
+    for i in range(start, start + n):
+        served = tuple(label for label in TAGS.labels if rng.random() < 0.4)
+        true = tuple(label for label in TAGS.labels if rng.random() < 0.4)
+        scores = {label: float(rng.random()) for label in TAGS.labels}
+        labels = {"sentiment": SENTIMENT.labels[i % 3], "tags": served}
+        obs = Observation(f"i{i}", f"text {i}", labels, None, "1", float(i))
+        if i % 7 == 0:
+            out.append(watch.feedback(Feedback(f"i{i}", "tags", true), float(i)))
+        found, joined = watch.observe(obs, {"sentiment": 0.8, "tags": scores})
+        out.append((found, [(j.feedback, j.observation.id) for j in joined]))
+        if i % 7 and i % 5:
+            out.append(watch.feedback(Feedback(f"i{i}", "tags", true), float(i)))
+    # Feedback for predictions not seen yet: one set, one "none of them".
+    watch.feedback(Feedback(f"w{start}", "tags", ("bug",)), float(start + n))
+    watch.feedback(Feedback(f"v{start}", "tags", (), text="no tag applies"), float(start + n))
+    return out
+
+
+def same_join(a: ModelWatch, b: ModelWatch) -> None:
+    assert [o.labels for o, _ in a.join._predictions.values()] == [
+        o.labels for o, _ in b.join._predictions.values()
+    ]
+    assert [w.feedback for w in a.join._waiting.values()] == [
+        w.feedback for w in b.join._waiting.values()
+    ]
+    assert a.join.bytes == b.join.bytes
+
+
+def test_multi_label_state_survives_a_write_and_a_read(tmp_path: Path) -> None:
+    watch = ModelWatch(config(tasks=(SENTIMENT, TAGS)))
+    run_tags(watch, 0, 200, seed=0)
+    back, left_out = round_trip(watch, tmp_path)
+    assert left_out == []
+    same_join(watch, back)
+    assert any(isinstance(o.labels["tags"], tuple) for o, _ in back.join._predictions.values())
+    assert {t: list(r) for t, r in back.rows.items()} == {t: list(r) for t, r in watch.rows.items()}
+    waiting = [fb for w in back.join._waiting.values() for fb in w.feedback]
+    assert Feedback("v0", "tags", (), "no tag applies") in waiting
+    assert [d.state() for d in back.detectors()] == [d.state() for d in watch.detectors()]
+    assert back.detectors()[-1].name == "tags.error_rate:bug"
+    # Both go on alike.
+    assert strip(run_tags(watch, 200, 150, seed=1)) == strip(run_tags(back, 200, 150, seed=1))
+    assert [d.state() for d in back.detectors()] == [d.state() for d in watch.detectors()]
+
+
+def test_a_snapshot_from_before_label_sets_is_still_read(tmp_path: Path) -> None:
+    watch, _, _ = a_watch_with_a_job_in_flight()
+    state = watch_snapshot(watch)
+    # What the watch wrote before multi-label tasks: no label-set columns anywhere.
+    join = state["join"].to_state()
+    del join["waiting"]["labels"]
+    assert join["predictions"].pop("label_sets") == {}
+    rows = state["rows"].to_state()
+    for columns in rows.values():
+        del columns["labels"]
+    path = snapshot_path(tmp_path, "m")
+    write_snapshot(path, "m", POSITIONS, {**state, "join": join, "rows": rows})
+    back, left_out = restored_watch(watch.config, read_snapshot(path).state)
+    assert left_out == []
+    same_join(watch, back)
+    assert {t: list(r) for t, r in back.rows.items()} == {t: list(r) for t, r in watch.rows.items()}
+    assert [d.state() for d in back.detectors()] == [d.state() for d in watch.detectors()]

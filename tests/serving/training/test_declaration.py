@@ -98,5 +98,5 @@ def test_bad_declarations_fail_before_training(tmp_path: Path, body: str, rows, 
 
 
 def test_a_missing_declaration_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="tasks.toml is missing"):
+    with pytest.raises(SourceError, match=r"tasks\.toml is missing"):
         load_declaration(tmp_path / "tasks.toml")

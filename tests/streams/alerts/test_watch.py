@@ -10,7 +10,6 @@ import pytest
 from pydantic import ValidationError
 
 from streams.alerts.app import spike_settings
-from streams.alerts.pairs import WatchPair, parse_pair, parse_pairs
 from streams.alerts.records import KeyedItem, LabeledRecord, parse_event, parse_labeled
 from streams.alerts.spike_detector import (
     DEFAULT_WATCH,
@@ -19,6 +18,7 @@ from streams.alerts.spike_detector import (
     alert_id,
     new_state,
 )
+from streams.label_pairs import WatchPair, parse_pair, parse_pairs
 from streams.settings import load_settings
 from streams.testing.replay import Burst, labeled_doc
 from tests.alert_support import START_TS, HandlerRig, stream, unit_settings

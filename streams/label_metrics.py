@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 if TYPE_CHECKING:
-    from streams.alerts.pairs import WatchPair
+    from streams.label_pairs import WatchPair
 
 
 class WatchedMetrics:
