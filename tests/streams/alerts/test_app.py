@@ -106,3 +106,31 @@ async def test_state_survives_a_restart(
     assert [a["key"] for a in found] == ["ticker:T1"]
     burst_start = START_TS + 12 * WINDOW_S
     assert found[0]["window"]["start"] <= burst_start < found[0]["window"]["end"]
+
+
+def with_emotion(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with a multi-label emotion head's part: anger on negative items, joy on
+    positive ones, nothing on neutral ones (as a declared emotion head would answer)."""
+    sentiment = doc["labels"]["sentiment"]["label"]
+    labels = {"negative": ["anger"], "positive": ["joy"]}.get(sentiment, [])
+    scores = {"anger": 0.9 if "anger" in labels else 0.1, "joy": 0.9 if "joy" in labels else 0.1}
+    return {**doc, "labels": {**doc["labels"], "emotion": {"labels": labels, "scores": scores}}}
+
+
+async def test_a_multilabel_emotion_label_alerts(
+    broker: EmbeddedBroker,
+    settings_factory: Callable[..., Settings],
+    process_factory: Callable[..., Any],
+) -> None:
+    """Watching `emotion:anger` only: a burst of angry items on one key alerts once, with
+    the task and label named, and no sentiment alert fires."""
+    burst = Burst("ticker:T1", start=14, windows=2, share=0.8)
+    settings = alert_settings(settings_factory, broker, alert_watch=["emotion:anger"])
+    found = await run_stream(
+        settings, process_factory, [with_emotion(d) for d in stream([burst], 24)]
+    )
+    assert len(found) == 1, found
+    alert = found[0]
+    assert (alert["key"], alert["task"], alert["label"]) == ("ticker:T1", "emotion", "anger")
+    assert "sentiment" not in alert
+    assert alert["share"] > alert["baseline"] + 0.3
