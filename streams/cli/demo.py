@@ -86,21 +86,26 @@ def summarize(
     }
 
 
+def _answer(part: dict[str, Any]) -> str:
+    """A head's answer for the live table: its label and score, or a multi-label head's
+    labels (or "-" for none)."""
+    if "labels" in part:
+        return ", ".join(part["labels"]) or "-"
+    colour = {"negative": "red", "positive": "green"}.get(part["label"], "yellow")
+    return f"[{colour}]{part['label']}[/] {part['score']:.2f}"
+
+
 def _live_view(audit: Audit, progress: Progress, task: Any) -> Group:
     table = Table(title="latest labeled items", expand=True, show_lines=False)
     table.add_column("id", no_wrap=True)
-    table.add_column("sentiment", no_wrap=True)
-    table.add_column("topic", no_wrap=True)
+    docs = audit.samples[-8:]
+    heads = list(docs[-1]["labels"]) if docs else ["sentiment", "topic"]
+    for head in heads:
+        table.add_column(head, no_wrap=True)
     table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
-    for doc in audit.samples[-8:]:
-        s, t = doc["labels"]["sentiment"], doc["labels"]["topic"]
-        colour = {"negative": "red", "positive": "green"}.get(s["label"], "yellow")
-        table.add_row(
-            doc["id"],
-            f"[{colour}]{s['label']}[/] {s['score']:.2f}",
-            f"{t['label']} {t['score']:.2f}",
-            doc["text"],
-        )
+    for doc in docs:
+        answers = [_answer(doc["labels"][h]) if h in doc["labels"] else "" for h in heads]
+        table.add_row(doc["id"], *answers, doc["text"])
     progress.update(
         task,
         completed=len(audit.accounted()),
