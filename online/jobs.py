@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
+from serving.tasks import Gold
+
 Action = Literal["promoted", "rejected", "skipped", "failed", "rolled_back"]
 
 # Rows a job may decompress to: a few-KB gzip bomb must not take the trainer's memory.
@@ -49,9 +51,13 @@ class _JobRecord(BaseModel):
     rows_gzip_b64: str
 
 
+# A row's answer is a label, or a multi-label task's list of labels (possibly empty); jobs
+# written before multi-label tasks existed hold labels only.
 _ROWS = TypeAdapter(
-    dict[_NonEmpty, list[tuple[_NonEmpty, _NonEmpty]]], config=ConfigDict(strict=True)
+    dict[_NonEmpty, list[tuple[_NonEmpty, _NonEmpty | list[_NonEmpty]]]],
+    config=ConfigDict(strict=True),
 )
+Rows = dict[str, list[tuple[str, Gold]]]
 
 
 class _DecisionRecord(BaseModel):
@@ -99,7 +105,7 @@ def gunzip(data: bytes, max_bytes: int) -> bytes:
     return out
 
 
-def _decode_rows(packed_b64: str, max_bytes: int) -> dict[str, list[tuple[str, str]]]:
+def _decode_rows(packed_b64: str, max_bytes: int) -> Rows:
     try:
         packed = base64.b64decode(packed_b64, validate=True)
     except ValueError as exc:
@@ -108,21 +114,25 @@ def _decode_rows(packed_b64: str, max_bytes: int) -> dict[str, list[tuple[str, s
         rows = _ROWS.validate_json(gunzip(packed, max_bytes))
     except ValidationError as exc:
         raise ValueError(_why(exc, "rows")) from None
-    return {task: list(task_rows) for task, task_rows in rows.items()}
+    return {
+        task: [(text, gold if isinstance(gold, str) else tuple(gold)) for text, gold in task_rows]
+        for task, task_rows in rows.items()
+    }
 
 
 @dataclass(frozen=True)
 class FineTuneJob:
     """Which data to fine-tune on, from which served version, and why.
 
-    `rows` are recent feedback rows per task as (text, label), oldest first; the trainer
+    `rows` are recent feedback rows per task as (text, label), oldest first, the label a
+    tuple of labels for a multi-label task (a JSON list on the wire); the trainer
     adds a replay sample of the original training data itself. Rows travel
     gzip-compressed. `rows_dropped_for_size` counts the oldest rows `fitted` left out.
     """
 
     model: str
     base_version: int
-    rows: dict[str, list[tuple[str, str]]]
+    rows: Rows
     reasons: list[dict[str, Any]]
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created_at: float = field(default_factory=time.time)
@@ -180,7 +190,7 @@ class FineTuneJob:
         total = self.row_total
         if kept >= total:
             return self
-        rows: dict[str, list[tuple[str, str]]] = {}
+        rows: Rows = {}
         dropped = dict(self.rows_dropped_for_size)
         for task, task_rows in self.rows.items():
             n = len(task_rows) * kept // total
@@ -233,14 +243,14 @@ def _guess(estimate: _RawEstimate, size: Callable[[int], int], max_bytes: int) -
 class _RawEstimate:
     """Text and label characters of the newest rows `FineTuneJob.keeping` keeps."""
 
-    def __init__(self, rows: dict[str, list[tuple[str, str]]]) -> None:
+    def __init__(self, rows: Rows) -> None:
         self.total = sum(len(r) for r in rows.values())
         # Per task: characters of its newest 0, 1, 2, ... rows (8 for quotes and commas).
         self.newest: list[list[int]] = []
         for task_rows in rows.values():
             sums = [0]
             for text, label in reversed(task_rows):
-                sums.append(sums[-1] + len(text) + len(label) + 8)
+                sums.append(sums[-1] + len(text) + _label_chars(label) + 8)
             self.newest.append(sums)
 
     def raw(self, kept: int) -> int:
@@ -256,6 +266,11 @@ class _RawEstimate:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if self.raw(mid) <= budget else (lo, mid)
         return lo
+
+
+def _label_chars(gold: Gold) -> int:
+    """Characters a row's answer takes in JSON, roughly (quotes and commas of a list)."""
+    return len(gold) if isinstance(gold, str) else sum(len(lab) + 4 for lab in gold) + 2
 
 
 def _largest_fitting(size: Callable[[int], int], limit: int, start: int, total: int) -> int:

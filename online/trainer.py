@@ -23,7 +23,7 @@ from serving.model_store import (
     record_decision,
     serving_version,
 )
-from serving.tasks import TaskHead
+from serving.tasks import Gold, TaskHead
 from serving.training.data import LabeledText, TaskData, data_name, split_holdout
 from serving.training.finetune import FineTuneConfig
 from serving.training.pipeline import TrainPlan, train_version
@@ -90,7 +90,7 @@ def job_sets(job: FineTuneJob, heads: Sequence[TaskHead], holdout: float) -> lis
         head = by_name.get(task)
         if head is None or len(rows) < MIN_TASK_ROWS:
             continue
-        labeled = [LabeledText(text, {task: label}) for text, label in rows if label in head.labels]
+        labeled = [LabeledText(text, {task: gold}) for text, gold in rows if fits(head, gold)]
         rest, test = split_holdout(labeled, holdout)
         # Hashing again would hold out nothing: the same hash decided `rest`.
         random.Random(job.id).shuffle(rest)
@@ -98,6 +98,15 @@ def job_sets(job: FineTuneJob, heads: Sequence[TaskHead], holdout: float) -> lis
         val, train = rest[:cut], rest[cut:]
         sets.append(TaskData(head, train, val, test, source=f"feedback-{task}-{job.id}"))
     return sets
+
+
+def fits(head: TaskHead, gold: Gold) -> bool:
+    """Whether a row's answer is one the head can learn: one of its labels (multi-class), or
+    a set of its labels, possibly empty (multi-label). Other rows are left out (the head's
+    labels may have changed since the row was kept)."""
+    if head.multilabel:
+        return isinstance(gold, tuple) and all(label in head.labels for label in gold)
+    return isinstance(gold, str) and gold in head.labels
 
 
 def compare(

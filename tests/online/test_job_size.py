@@ -11,11 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from online.jobs import FineTuneJob
+from serving.tasks import Gold
 
 
 def big_job() -> FineTuneJob:
     """5,000 rows of 20,000 random hex characters (gzip halves them, no more), oldest first."""
-    rows = [(f"{i:05d} {os.urandom(9_997).hex()}", "neutral") for i in range(5000)]
+    rows: list[tuple[str, Gold]] = [
+        (f"{i:05d} {os.urandom(9_997).hex()}", "neutral") for i in range(5000)
+    ]
     return FineTuneJob("m", 1, {"sentiment": rows[:3000], "topic": rows[3000:]}, [{"d": "x"}])
 
 

@@ -33,7 +33,9 @@ json_values = st.recursive(
     max_leaves=20,
 )
 nonempty = st.text(min_size=1, max_size=30)
-rows = st.dictionaries(nonempty, st.lists(st.tuples(nonempty, nonempty), max_size=5), max_size=3)
+# A row's answer: a label, or a multi-label task's set of labels (a tuple, maybe empty).
+answers = nonempty | st.lists(nonempty, max_size=3).map(tuple)
+rows = st.dictionaries(nonempty, st.lists(st.tuples(nonempty, answers), max_size=5), max_size=3)
 reasons = st.lists(st.dictionaries(st.text(max_size=8), scalars, max_size=3), max_size=3)
 finite = st.floats(allow_nan=False, allow_infinity=False)
 jobs = st.builds(
@@ -173,6 +175,8 @@ def test_a_truncated_gzip_payload_is_a_value_error() -> None:
         ({"sentiment": [["text"]]}, "rows.sentiment.0"),
         ({"sentiment": [["text", 3]]}, "rows.sentiment.0.1"),
         ({"sentiment": [["", "neutral"]]}, "rows.sentiment.0.0"),
+        ({"tags": [["text", ["bug", 3]]]}, "rows.tags.0.1"),
+        ({"tags": [["text", ["bug", ""]]]}, "rows.tags.0.1"),
     ],
 )
 def test_rows_of_the_wrong_shape_are_a_value_error(rows: Any, where: str) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import pytest
 
 from online.jobs import Decision, FineTuneJob
 from online.trainer import MIN_TASK_ROWS, PromotionRule, job_sets
-from serving.tasks import DEFAULT_TASKS
+from serving.tasks import DEFAULT_TASKS, Gold, TaskHead
 
 
 @pytest.mark.parametrize(
@@ -26,8 +28,9 @@ def test_promotion_needs_the_margin_on_new_rows_and_little_loss_on_old(
     assert why in reason
 
 
-def job(rows: dict[str, list[tuple[str, str]]]) -> FineTuneJob:
-    return FineTuneJob(model="m", base_version=3, rows=rows, reasons=[{"detector": "x"}])
+def job(rows: Mapping[str, Sequence[tuple[str, Gold]]]) -> FineTuneJob:
+    listed = {task: list(task_rows) for task, task_rows in rows.items()}
+    return FineTuneJob(model="m", base_version=3, rows=listed, reasons=[{"detector": "x"}])
 
 
 def test_job_rows_split_into_train_val_and_held_out_rows_without_overlap() -> None:
@@ -49,8 +52,32 @@ def test_tasks_with_too_few_rows_or_no_head_are_left_out() -> None:
     assert sets == []
 
 
+def test_multi_label_rows_become_label_sets_and_rows_that_do_not_fit_are_left_out() -> None:
+    tags = TaskHead("tags", ("urgent", "billing", "bug"), "multilabel")
+    answers: list[Gold] = [("urgent", "bug"), (), ("billing",)]
+    rows = [(f"ticket {i}", answers[i % 3]) for i in range(300)]
+    # A label the head lost since, and a single label where a set belongs.
+    rows += [("an old label", ("urgent", "refund")), ("not a set", "bug")]
+    (data,) = job_sets(job({"tags": rows}), (tags,), holdout=0.2)
+    kept = [r for split in (data.train, data.val, data.test) for r in split]
+    assert len(kept) == 300 and data.task == tags
+    assert {r.labels["tags"] for r in kept} == set(answers)
+
+
+def test_a_multi_class_head_leaves_out_label_sets() -> None:
+    rows: list[tuple[str, Gold]] = [(f"s{i}", "neutral") for i in range(MIN_TASK_ROWS)]
+    rows.append(("a set", ("neutral",)))
+    (data,) = job_sets(job({"sentiment": rows}), DEFAULT_TASKS, 0.2)
+    assert sum(len(s) for s in (data.train, data.val, data.test)) == MIN_TASK_ROWS
+
+
 def test_a_job_survives_the_wire_with_its_rows() -> None:
-    original = job({"sentiment": [("ünïcode 🚀 text", "positive")] * 3})
+    original = job(
+        {
+            "sentiment": [("ünïcode 🚀 text", "positive")] * 3,
+            "tags": [("a ticket", ("urgent", "bug")), ("another", ())],
+        }
+    )
     decoded = FineTuneJob.decode(original.encode())
     assert decoded == original
 
