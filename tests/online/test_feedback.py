@@ -20,9 +20,7 @@ def obs(item_id: str, at: float = 0.0) -> Observation:
 
 
 def test_parse_feedback_accepts_ids_as_strings_or_integers_and_optional_text() -> None:
-    fb = parse_feedback(
-        b'{"id": 7, "task": "sentiment", "label": "positive", "text": "up"}', TASKS
-    )
+    fb = parse_feedback(b'{"id": 7, "task": "sentiment", "label": "positive", "text": "up"}', TASKS)
     assert fb == Feedback("7", "sentiment", "positive", "up")
 
 
