@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from online.feedback_records import (
     observation_bytes,
 )
 from online.watch_state import Deferred, SnapshotError, TextColumn
+from serving.tasks import Gold
 
 # Why feedback that found no prediction is dead-lettered (a stable string: metric labels,
 # headers).
@@ -189,12 +191,15 @@ class _JoinCopy(Deferred):
             else np.zeros(0, dtype=np.float32)
         )
         tasks = sorted({task for o in preds for task in o.labels})
+        sets = sorted({t for o in preds for t, g in o.labels.items() if not isinstance(g, str)})
         records = [(w, fb) for w in self.waiting for fb in w.feedback]
         return {
             "predictions": {
                 "id": TextColumn([o.id for o in preds]),
                 "text": TextColumn([o.text for o in preds]),
-                "labels": {t: TextColumn([o.labels.get(t) for o in preds]) for t in tasks},
+                "labels": {t: label_column([o.labels.get(t) for o in preds]) for t in tasks},
+                # Multi-label answers (absent from snapshots taken before they existed).
+                "label_sets": {t: label_set_column([o.labels.get(t) for o in preds]) for t in sets},
                 "version": TextColumn([o.model_version for o in preds]),
                 "seen_at": np.array([o.seen_at for o in preds], dtype=np.float64),
                 "width": widths,
@@ -205,7 +210,8 @@ class _JoinCopy(Deferred):
                 "id": TextColumn([fb.id for _, fb in records]),
                 "since": np.array([w.since for w, _ in records], dtype=np.float64),
                 "task": TextColumn([fb.task for _, fb in records]),
-                "label": TextColumn([fb.label for _, fb in records]),
+                "label": label_column([fb.label for _, fb in records]),
+                "labels": label_set_column([fb.label for _, fb in records]),
                 "text": TextColumn([fb.text for _, fb in records]),
                 "origin_topic": TextColumn(
                     [fb.origin[0] if fb.origin else None for _, fb in records]
@@ -218,6 +224,42 @@ class _JoinCopy(Deferred):
                 ),
             },
         }
+
+
+def label_column(golds: Sequence[Gold | None]) -> TextColumn:
+    """A snapshot column of single labels; None where there is none or it is a label set."""
+    return TextColumn([g if isinstance(g, str) else None for g in golds])
+
+
+def label_set_column(golds: Sequence[Gold | None]) -> TextColumn:
+    """A snapshot column of label sets as JSON arrays; None where there is none or it is a
+    single label."""
+    return TextColumn([json.dumps(list(g)) if isinstance(g, tuple) else None for g in golds])
+
+
+def labels_of_columns(
+    labels: Sequence[str | None], sets: Sequence[str | None] | None
+) -> list[Gold | None]:
+    """The answers `label_column` and `label_set_column` laid out (no sets: an old snapshot)."""
+    if sets is None:
+        return list(labels)
+    if len(sets) != len(labels):
+        raise SnapshotError("label and label-set columns of different lengths")
+    return [
+        label if label is not None else _label_set(s) for label, s in zip(labels, sets, strict=True)
+    ]
+
+
+def _label_set(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    try:
+        labels = json.loads(value)
+    except ValueError as exc:
+        raise SnapshotError(f"a label set is not JSON: {exc}") from exc
+    if not isinstance(labels, list) or not all(isinstance(lab, str) for lab in labels):
+        raise SnapshotError("a label set is not a list of strings")
+    return tuple(labels)
 
 
 def _columns(columns: dict[str, Any], names: Sequence[str]) -> list[Any]:
@@ -233,7 +275,11 @@ def _observations(columns: dict[str, Any]) -> list[Observation]:
     ids, texts, versions, seen_at, widths = _columns(
         columns, ["id", "text", "version", "seen_at", "width"]
     )
-    labels = {task: _columns(columns["labels"], [task])[0] for task in columns["labels"]}
+    sets = columns.get("label_sets", {})
+    labels = {
+        task: labels_of_columns(columns["labels"].get(task, [None] * len(ids)), sets.get(task))
+        for task in sorted({*columns["labels"], *sets})
+    }
     if any(len(col) != len(ids) for col in labels.values()):
         raise SnapshotError("label columns of another length")
     flat = columns["embedding"]
@@ -252,7 +298,7 @@ def _observations(columns: dict[str, Any]) -> list[Observation]:
             Observation(
                 item_id,
                 texts[i],
-                {t: col[i] for t, col in labels.items() if col[i] is not None},
+                {t: g for t, col in labels.items() if (g := col[i]) is not None},
                 embedding,
                 versions[i],
                 float(seen_at[i]),
@@ -266,9 +312,13 @@ def _waiting_feedback(columns: dict[str, Any]) -> list[tuple[Feedback, float]]:
     names = ["id", "since", "task", "label", "text"]
     names += ["origin_topic", "origin_partition", "origin_offset"]
     ids, since, tasks, labels, texts, topics, partitions, offsets = _columns(columns, names)
+    golds = labels_of_columns(labels, columns.get("labels"))
     out = []
     for i, item_id in enumerate(ids):
         topic = topics[i]
         origin = (topic, int(partitions[i]), int(offsets[i])) if topic is not None else None
-        out.append((Feedback(item_id, tasks[i], labels[i], texts[i], origin), float(since[i])))
+        gold = golds[i]
+        if gold is None:
+            raise SnapshotError(f"waiting feedback for {item_id!r} without a label")
+        out.append((Feedback(item_id, tasks[i], gold, texts[i], origin), float(since[i])))
     return out

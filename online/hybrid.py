@@ -2,6 +2,10 @@
 
 It learns from every feedback label as it arrives. Accuracy is tracked prequentially
 (test, then train) for the hybrid head and for the served model side by side, per task.
+
+Multi-class tasks only: a softmax learner answers one label, and the model watch builds
+this head without its multi-label tasks (their feedback still drives the per-label error
+detectors and becomes training rows).
 """
 
 from __future__ import annotations

@@ -9,17 +9,20 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from online.drift import Detector, EmbeddingShift, LabelMix, MeanShift, detector_event_fields
+from online.drift import Detector, EmbeddingShift, detector_event_fields
 from online.feedback import FeedbackJoin
-from online.feedback_records import Feedback, Joined, Observation
+from online.feedback_records import Feedback, Joined, Observation, TaskScore
 from online.hybrid import HybridHead
 from online.jobs import Decision, FineTuneJob
 from online.policy import RETRY_ACTIONS, VOLUME_DETECTOR, FineTunePolicy
-from serving.tasks import TaskHead
+from online.task_detectors import AnyTaskDetectors, TaskDetectors, task_detectors
+from serving.tasks import Gold, TaskHead
+
+__all__ = ["ModelWatch", "TaskDetectors", "TrainingRow", "WatchConfig", "WatchCounts"]
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +57,6 @@ class WatchConfig:
 
 
 @dataclass
-class TaskDetectors:
-    """A task's detectors: confidence, label mix, and error rate once feedback arrives."""
-
-    confidence: MeanShift
-    mix: LabelMix
-    errors: MeanShift
-
-    def all(self) -> list[Detector]:
-        """Every detector of the task."""
-        return [self.confidence, self.mix, self.errors]
-
-
-@dataclass
 class WatchCounts:
     """Running totals, exported as metrics."""
 
@@ -82,10 +72,11 @@ class WatchCounts:
 
 @dataclass(frozen=True)
 class TrainingRow:
-    """A row kept for fine-tuning: a text, its true label, and its number in arrival order."""
+    """A row kept for fine-tuning: a text, its true answer (a label, or a multi-label
+    task's tuple of labels) and its number in arrival order."""
 
     text: str
-    label: str
+    label: Gold
     seq: int
 
 
@@ -106,8 +97,11 @@ class ModelWatch:
             max_bytes=c.feedback_max_bytes,
             waiting_max_bytes=c.feedback_waiting_max_bytes,
         )
+        # Multi-class tasks only: a softmax learner answers one label (see online.hybrid).
         self.hybrid = HybridHead(
-            [t.name for t in c.tasks], learning_rate=c.hybrid_learning_rate, window=c.hybrid_window
+            [t.name for t in c.tasks if not t.multilabel],
+            learning_rate=c.hybrid_learning_rate,
+            window=c.hybrid_window,
         )
         self.policy = FineTunePolicy(
             min_feedback=c.finetune_min_feedback,
@@ -126,13 +120,8 @@ class ModelWatch:
 
     def _reset_detectors(self) -> None:
         c = self.config
-        self.tasks = {
-            t.name: TaskDetectors(
-                MeanShift(f"{t.name}.confidence", delta=c.drift_delta, grace=c.drift_grace),
-                LabelMix(f"{t.name}.label_mix", t.labels, delta=c.drift_delta, grace=c.drift_grace),
-                MeanShift(f"{t.name}.error_rate", delta=c.drift_delta, grace=c.drift_grace),
-            )
-            for t in c.tasks
+        self.tasks: dict[str, AnyTaskDetectors] = {
+            t.name: task_detectors(t, delta=c.drift_delta, grace=c.drift_grace) for t in c.tasks
         }
         self.embedding = EmbeddingShift(
             name="embedding.mmd",
@@ -164,10 +153,11 @@ class ModelWatch:
         return event
 
     def observe(
-        self, obs: Observation, scores: dict[str, float]
+        self, obs: Observation, scores: Mapping[str, TaskScore]
     ) -> tuple[list[dict[str, Any]], list[Joined]]:
-        """One prediction: update the detectors. Returns drift events, and feedback that
-        was waiting for this prediction (already learned from)."""
+        """One prediction and its scores per task (a multi-label task's per label): update
+        the detectors. Returns drift events, and feedback that was waiting for this
+        prediction (already learned from)."""
         events: list[dict[str, Any]] = []
         if obs.model_version != self.version:
             if self.version is not None:
@@ -181,14 +171,9 @@ class ModelWatch:
             self.version = obs.model_version
         self.counts.predictions += 1
         for task, det in self.tasks.items():
-            label = obs.labels.get(task)
-            if label is None:
-                continue
-            det.confidence.update(scores.get(task, 0.0))
-            det.mix.update(label)
-            for d in (det.confidence, det.mix):
-                if d.drift_detected:
-                    events.append(self._event(d, task))
+            answer = obs.labels.get(task)
+            if answer is not None:
+                events += [self._event(d, task) for d in det.observe(answer, scores.get(task))]
         if obs.embedding is not None:
             self.embedding.update(obs.embedding)
             if self.embedding.drift_detected:
@@ -208,7 +193,7 @@ class ModelWatch:
             return [], self._unmatched(overflow)
         return [], None
 
-    def _keep_row(self, text: str, task: str, label: str) -> None:
+    def _keep_row(self, text: str, task: str, label: Gold) -> None:
         self._seq += 1
         self.rows[task].append(TrainingRow(text, label, self._seq))
         self.policy.on_feedback()
@@ -219,12 +204,11 @@ class ModelWatch:
         events = []
         served = obs.labels.get(fb.task)
         if served is not None and obs.model_version == self.version:
-            det = self.tasks[fb.task].errors
-            det.update(0.0 if served == fb.label else 1.0)
-            if det.drift_detected:
-                events.append(self._event(det, fb.task))
-            if obs.embedding is not None:
-                self.hybrid.learn(fb.task, obs.embedding, fb.label, served)
+            drifted = self.tasks[fb.task].error(served, fb.label)
+            events += [self._event(d, fb.task) for d in drifted]
+            one_label = isinstance(fb.label, str) and isinstance(served, str)
+            if fb.task in self.hybrid.tasks and one_label and obs.embedding is not None:
+                self.hybrid.learn(fb.task, obs.embedding, str(fb.label), str(served))
         text = fb.text or obs.text
         if text:
             self._keep_row(text, fb.task, fb.label)

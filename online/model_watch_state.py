@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from online.feedback import label_column, label_set_column, labels_of_columns
 from online.feedback_records import Feedback
 from online.jobs import Decision
 from online.model_watch import ModelWatch, TrainingRow, WatchConfig, WatchCounts
@@ -29,11 +30,13 @@ class _RowsCopy(Deferred):
     rows: dict[str, list[TrainingRow]]
 
     def to_state(self) -> dict[str, Any]:
-        """Each task's rows as columns."""
+        """Each task's rows as columns: a multi-label task's label sets in `labels`
+        (snapshots taken before those existed have only `label`)."""
         return {
             task: {
                 "text": TextColumn([r.text for r in rows]),
-                "label": TextColumn([r.label for r in rows]),
+                "label": label_column([r.label for r in rows]),
+                "labels": label_set_column([r.label for r in rows]),
                 "seq": np.array([r.seq for r in rows], dtype=np.int64),
             }
             for task, rows in self.rows.items()
@@ -44,7 +47,11 @@ def _detector_settings(config: WatchConfig) -> dict[str, Any]:
     """What the detectors and the hybrid head are built from: a snapshot's detectors are
     resumed only under the same settings."""
     return {
-        "tasks": [[t.name, list(t.labels)] for t in config.tasks],
+        # A multi-label task's detectors differ in kind; multi-class entries are as before
+        # kinds existed, so those snapshots resume their detectors.
+        "tasks": [
+            [t.name, list(t.labels), *([t.kind] if t.multilabel else [])] for t in config.tasks
+        ],
         "drift": [config.drift_delta, config.drift_grace],
         "mmd": [
             config.mmd_reference,
@@ -76,14 +83,7 @@ def watch_snapshot(watch: ModelWatch) -> dict[str, Any]:
         "join": watch.join.snapshot(),
         "policy": watch.policy.to_state(),
         "detectors": {
-            "tasks": {
-                task: {
-                    "confidence": d.confidence.to_state(),
-                    "mix": d.mix.to_state(),
-                    "errors": d.errors.to_state(),
-                }
-                for task, d in watch.tasks.items()
-            },
+            "tasks": {task: d.to_state() for task, d in watch.tasks.items()},
             "embedding": watch.embedding.to_state(),
         },
         "hybrid": watch.hybrid.to_state(),
@@ -137,22 +137,21 @@ def _load_rows(watch: ModelWatch, rows: dict[str, Any]) -> None:
     for task, columns in rows.items():
         if task not in watch.rows:
             continue
-        texts, labels, seqs = columns["text"], columns["label"], columns["seq"]
-        if not len(texts) == len(labels) == len(seqs):
-            raise SnapshotError(f"rows of {task!r}: columns of different lengths")
+        texts, seqs = columns["text"], columns["seq"]
+        labels = labels_of_columns(columns["label"], columns.get("labels"))
+        if not len(texts) == len(labels) == len(seqs) or None in labels:
+            raise SnapshotError(f"rows of {task!r}: columns of different lengths or no label")
         watch.rows[task].extend(
-            TrainingRow(str(t), str(lab), int(q))
+            TrainingRow(str(t), lab, int(q))
             for t, lab, q in zip(texts, labels, seqs, strict=True)
+            if lab is not None
         )
 
 
 def _load_detectors(watch: ModelWatch, detectors: dict[str, Any], hybrid: Any) -> None:
     """Every detector and the hybrid head, resumed (their settings are unchanged)."""
     for task, d in watch.tasks.items():
-        saved = detectors["tasks"][task]
-        d.confidence.load_state(saved["confidence"])
-        d.mix.load_state(saved["mix"])
-        d.errors.load_state(saved["errors"])
+        d.load_state(detectors["tasks"][task])
     watch.embedding.load_state(detectors["embedding"])
     watch.hybrid.load_state(hybrid)
 

@@ -27,7 +27,7 @@ from online.watch_state import (
     snapshot_path,
     write_snapshot,
 )
-from serving.tasks import DEFAULT_TASKS, TaskHead
+from serving.tasks import DEFAULT_TASKS, Gold, TaskHead
 
 SENTIMENT, TOPIC = DEFAULT_TASKS
 POSITIONS = [("labeled", 0, 412), ("labeled", 3, 77), ("feedback", 1, 5)]
@@ -307,7 +307,7 @@ def run_tags(watch: ModelWatch, start: int, n: int, seed: int) -> list[Any]:
         served = tuple(label for label in TAGS.labels if rng.random() < 0.4)
         true = tuple(label for label in TAGS.labels if rng.random() < 0.4)
         scores = {label: float(rng.random()) for label in TAGS.labels}
-        labels = {"sentiment": SENTIMENT.labels[i % 3], "tags": served}
+        labels: dict[str, Gold] = {"sentiment": SENTIMENT.labels[i % 3], "tags": served}
         obs = Observation(f"i{i}", f"text {i}", labels, None, "1", float(i))
         if i % 7 == 0:
             out.append(watch.feedback(Feedback(f"i{i}", "tags", true), float(i)))
