@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from serving.model_store import MODEL_CARD, REPORTS_DIR, ModelVersion
-from serving.tasks import Gold
+from serving.tasks import Gold, find_task
 from serving.training.data import LabeledText, TaskData, data_name
 from serving.training.evaluation import task_report, write_report
 from serving.training.finetune import FineTuneConfig, fine_tune
@@ -51,16 +51,18 @@ def evaluate_version(
     progress: TrainProgress | None = None,
     chunk: int = 512,
 ) -> dict[str, dict[str, Any]]:
-    """A classification report per data set's test split, served by ONNX Runtime `variant`."""
+    """A classification report per data set's test split, served by ONNX Runtime `variant`
+    (sets whose task the version has no head for are left out: a base version before a
+    new head has no figure to compare)."""
     from serving.backends.onnx import OnnxClassifier
 
     classifier = OnnxClassifier(version, variant=variant)
     reports: dict[str, dict[str, Any]] = {}
     for data in sets:
-        if not data.test:
+        task = find_task(version.tasks, data.task.name)
+        if not data.test or task is None:
             continue
         stage = f"evaluating {data_name(data)} ({variant})"
-        task = next(t for t in version.tasks if t.name == data.task.name)
         predicted: list[Gold] = []
         for start in range(0, len(data.test), chunk):
             texts = [r.text for r in data.test[start : start + chunk]]
