@@ -116,7 +116,12 @@ def compare(
     old_sets: Sequence[TaskData],
     variant: str,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
-    """New-domain accuracy gains, old-domain macro-recall drops, and the figures behind them."""
+    """New-domain accuracy gains, old-domain macro-recall drops, and the figures behind them.
+
+    A multi-label set is judged by macro-F1 both ways (exact-match accuracy punishes every
+    near miss). A set whose head the served version lacks (a new task) has nothing to be
+    compared with: its figures are recorded, with no gain or drop.
+    """
     gains: dict[str, float] = {}
     drops: dict[str, float] = {}
     figures: dict[str, Any] = {}
@@ -125,6 +130,14 @@ def compare(
         *((d, "macro_recall", drops, -1.0) for d in old_sets if d.test),
     ):
         key = f"{data_name(data)}/{variant}"
+        metric = "macro_f1" if data.task.multilabel else metric
+        if key not in baseline:
+            figures[data_name(data)] = {
+                "metric": metric,
+                "served": None,
+                "candidate": test[key][metric],
+            }
+            continue
         before, after = baseline[key][metric], test[key][metric]
         sink[data_name(data)] = round(sign * (after - before), 6)
         figures[data_name(data)] = {

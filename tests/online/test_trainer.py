@@ -93,3 +93,22 @@ def test_a_decision_survives_the_wire() -> None:
     assert Decision.decode(decision.encode()) == decision
     with pytest.raises(ValueError, match="not a fine-tuning decision"):
         Decision.decode(b'{"job_id": "j"}')
+
+
+def test_compare_judges_multilabel_sets_by_macro_f1_and_skips_new_heads() -> None:
+    from online.trainer import compare
+    from serving.training.data import TaskData
+
+    emotion = TaskHead("emotion", ("anger", "joy"), "multilabel")
+    fresh = TaskHead("spam", ("ham", "spam"))
+    feedback = TaskData(emotion, [], [], [], source="feedback-emotion")
+    new_head = TaskData(fresh, [], [], [], source="feedback-spam")
+    test = {
+        "feedback-emotion/int8": {"accuracy": 0.2, "macro_f1": 0.55, "rows": 10},
+        "feedback-spam/int8": {"accuracy": 0.9, "macro_f1": 0.9, "rows": 10},
+    }
+    baseline = {"feedback-emotion/int8": {"accuracy": 0.3, "macro_f1": 0.40, "rows": 10}}
+    gains, drops, figures = compare(test, baseline, [feedback, new_head], [], "int8")
+    assert gains == {"feedback-emotion": pytest.approx(0.15)}  # macro-F1, not accuracy
+    assert drops == {}
+    assert figures["feedback-spam"]["served"] is None
