@@ -152,7 +152,7 @@ def promote_version(repository: Path, name: str, version: int) -> ModelVersion:
             "roll back the newer versions instead"
         )
     # Triton must know a new head's output before it sees the version that has it.
-    ensure_outputs(model_dir, read_version(source).manifest["outputs"])
+    ensure_outputs(model_dir, read_version(source).manifest.get("outputs", []))
     source.rename(model_dir / str(version))
     _sync_dir(model_dir)
     return load_version(repository, name, version)

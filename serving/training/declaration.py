@@ -119,11 +119,22 @@ def with_data(declaration: Declaration, dirs: Mapping[str, Path]) -> Declaration
     not declared becomes a task whose kind and labels come from the data."""
     specs = []
     for name, directory in dirs.items():
-        spec = declaration.get(name) or TaskSpec(name=name)
+        spec = declaration.get(name) or _new_spec(name)
         hub = str(directory).startswith(HUB_PREFIX)
         data = str(directory) if hub else str(directory.resolve())
         specs.append(spec.model_copy(update={"data": data}))
     return Declaration(task=specs, base=declaration.base)
+
+
+def _new_spec(name: str) -> TaskSpec:
+    """A task declared by name only, or why the name cannot be one."""
+    try:
+        return TaskSpec(name=name)
+    except ValidationError:
+        raise SourceError(
+            f"task name {name!r}: use lower-case letters, digits and '_' (up to 32), "
+            "starting with a letter"
+        ) from None
 
 
 def resolve_task(spec: TaskSpec, raw: Mapping[str, Sequence[RawRow]]) -> TaskHead:

@@ -48,9 +48,15 @@ def test_quick_fine_tune_exports_a_reported_version(tmp_path: Path) -> None:
 
 
 def test_unknown_task_and_missing_data_are_clear_errors(tmp_path: Path) -> None:
-    bad_task = train_cli(tmp_path, "--task", f"emotion={SHARED_DATA / 'ag_news'}")
+    bad_task = train_cli(tmp_path, "--task", f"Emotion Tags={SHARED_DATA / 'ag_news'}")
     assert bad_task.returncode == 2
-    assert "unknown task 'emotion'" in bad_task.stderr
+    assert "task name 'Emotion Tags': use lower-case letters" in bad_task.stderr
+    one_label = tmp_path / "one-label"
+    one_label.mkdir()
+    (one_label / "train.jsonl").write_text('{"text": "a", "label": "spam"}\n' * 3)
+    single = train_cli(tmp_path, "--task", f"spam={one_label}")
+    assert single.returncode == 2
+    assert "one label" in single.stderr
     missing = train_cli(tmp_path, data_dir=tmp_path / "nowhere")
     assert missing.returncode == 2
     assert "nowhere/tweeteval_sentiment is not a directory" in missing.stderr
