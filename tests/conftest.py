@@ -15,7 +15,9 @@ from serving.child_process import spawn
 from serving.export import export_version
 from serving.model_store import ModelVersion
 from serving.multihead import MultiHeadModel, default_checkpoint
+from serving.training.declaration import default_declaration, load_declared, with_data
 from serving.training.heads import train_heads
+from serving.training.pipeline import TrainPlan, train_version
 from serving.triton.server import TritonServer
 from streams.classify.processes import worker_env
 from streams.kafka.broker import EmbeddedBroker, free_port
@@ -148,3 +150,27 @@ def new_triton(repository: Path, log_dir: Path) -> TritonServer:
         python_env=REPO_ROOT / ".venv" / "triton-env",
         log_path=log_dir / "triton.log",
     )
+
+
+@pytest.fixture(scope="session")
+def emotion_version(tmp_path_factory: pytest.TempPathFactory) -> ModelVersion:
+    """Heads for sentiment (TweetEval) and a multi-label emotion head (GoEmotions Ekman),
+    fitted on a few hundred rows each, exported into a repository with the checked-in
+    Triton config (which lists only the default heads' outputs)."""
+    repo = tmp_path_factory.mktemp("emotion-repo")
+    declared = with_data(
+        default_declaration(SHARED_DATA),
+        {
+            "sentiment": SHARED_DATA / "tweeteval_sentiment",
+            "emotion": SHARED_DATA / "goemotions_ekman",
+        },
+    )
+    plan = TrainPlan(sets=load_declared(declared, limit=300), mode="heads", variants=("fp32",))
+    (repo / "feedpulse_classifier").mkdir()
+    config = (REPO_ROOT / "triton_models" / "feedpulse_classifier" / "config.pbtxt").read_text()
+    # fp32 for exact parity between the backends (see conftest.triton_repository).
+    (repo / "feedpulse_classifier" / "config.pbtxt").write_text(
+        config.replace('string_value: "int8"', 'string_value: "fp32"')
+    )
+    version, _ = train_version(plan, repository=repo, name="feedpulse_classifier")
+    return version

@@ -4,6 +4,7 @@ scraping a process's metrics."""
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Producer
@@ -16,7 +17,7 @@ from streams.settings import Settings
 def produce_librdkafka(
     bootstrap_servers: str,
     topic: str,
-    records: list[tuple[bytes | None, bytes | None]],
+    records: Sequence[tuple[bytes | None, bytes | None]],
     codec: str,
     partition: int = 0,
 ) -> None:

@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from serving.model_store import ModelVersion
-from serving.training.declaration import default_declaration, load_declared, with_data
-from serving.training.pipeline import TrainPlan, train_version
 from serving.triton.server import TritonServer
 from serving.triton_outputs import declared_outputs
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.publish import publish
 from streams.settings import Settings
 from streams.testing.audit import audit_outputs
-from tests.conftest import REPO_ROOT, SHARED_DATA, new_triton
+from tests.conftest import new_triton
 from tests.streams.classify.test_worker import start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
@@ -32,30 +31,6 @@ POSTS = [
     "ok, see you tomorrow",
     "I miss her so much, it hurts",
 ]
-
-
-@pytest.fixture(scope="module")
-def emotion_version(tmp_path_factory: pytest.TempPathFactory) -> ModelVersion:
-    """Heads for sentiment (TweetEval) and a multi-label emotion head (GoEmotions Ekman),
-    fitted on a few hundred rows each, exported into a repository with the checked-in
-    Triton config (which lists only the default heads' outputs)."""
-    repo = tmp_path_factory.mktemp("emotion-repo")
-    declared = with_data(
-        default_declaration(SHARED_DATA),
-        {
-            "sentiment": SHARED_DATA / "tweeteval_sentiment",
-            "emotion": SHARED_DATA / "goemotions_ekman",
-        },
-    )
-    plan = TrainPlan(sets=load_declared(declared, limit=300), mode="heads", variants=("fp32",))
-    (repo / "feedpulse_classifier").mkdir()
-    config = (REPO_ROOT / "triton_models" / "feedpulse_classifier" / "config.pbtxt").read_text()
-    # fp32 for exact parity between the backends (see conftest.triton_repository).
-    (repo / "feedpulse_classifier" / "config.pbtxt").write_text(
-        config.replace('string_value: "int8"', 'string_value: "fp32"')
-    )
-    version, _ = train_version(plan, repository=repo, name="feedpulse_classifier")
-    return version
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +60,7 @@ def test_the_version_declares_a_multilabel_head_with_thresholds(
     assert "emotion_logits" in declared_outputs(config)
 
 
-async def label_stream(settings: Settings, n: int) -> dict[str, dict[str, object]]:
+async def label_stream(settings: Settings, n: int) -> dict[str, dict[str, Any]]:
     """Publish `n` posts, run a worker until all are labeled; the documents by id."""
     records = [
         (
@@ -105,7 +80,7 @@ async def label_stream(settings: Settings, n: int) -> dict[str, dict[str, object
     return {str(d["id"]): d for d in audit.samples}
 
 
-def check_documents(docs: dict[str, dict[str, object]], thresholds: dict[str, float]) -> None:
+def check_documents(docs: dict[str, dict[str, Any]], thresholds: dict[str, float]) -> None:
     """Every document answers both heads; the emotion part is {labels, scores} and its
     labels are exactly those at or above their thresholds."""
     for doc in docs.values():
@@ -117,7 +92,7 @@ def check_documents(docs: dict[str, dict[str, object]], thresholds: dict[str, fl
         above = {lab for lab, s in emotion["scores"].items() if s >= thresholds[lab]}
         assert set(emotion["labels"]) == above
         assert "label" in labels["sentiment"]
-    furious = docs["post-0"]["labels"]["emotion"]  # type: ignore[index]
+    furious = docs["post-0"]["labels"]["emotion"]
     assert furious["scores"]["anger"] > furious["scores"]["joy"]
 
 
@@ -157,7 +132,7 @@ async def test_a_worker_labels_the_same_through_triton(
     emotion = next(t for t in emotion_version.tasks if t.name == "emotion")
     check_documents(remote, dict(zip(emotion.labels, emotion.thresholds, strict=True)))
     for item_id, doc in local.items():
-        assert remote[item_id]["labels"]["emotion"]["labels"] == doc["labels"]["emotion"]["labels"]  # type: ignore[index]
+        assert remote[item_id]["labels"]["emotion"]["labels"] == doc["labels"]["emotion"]["labels"]
         assert (
             remote[item_id]["labels"]["sentiment"]["label"] == doc["labels"]["sentiment"]["label"]
-        )  # type: ignore[index]
+        )
