@@ -52,18 +52,27 @@ class TaskHead:
         kind = entry.get("kind", "multiclass")
         if kind not in TASK_KINDS:
             raise ValueError(f"task {entry.get('name')!r}: unknown kind {kind!r}")
-        return cls(
-            str(entry["name"]),
-            tuple(str(label) for label in entry["labels"]),
-            kind,
-            tuple(float(t) for t in entry.get("thresholds", ())),
-        )
+        labels = tuple(str(label) for label in entry["labels"])
+        thresholds = tuple(float(t) for t in entry.get("thresholds", ()))
+        if thresholds and (
+            len(thresholds) != len(labels) or not all(0.0 <= t <= 1.0 for t in thresholds)
+        ):
+            raise ValueError(
+                f"task {entry.get('name')!r}: needs one threshold in [0, 1] per label, "
+                f"got {list(thresholds)} for {len(labels)} labels"
+            )
+        return cls(str(entry["name"]), labels, kind, thresholds)
 
 
 def gold_indices(task: TaskHead, gold: Gold) -> list[int]:
     """The label indices a row's gold answer names (one for multi-class)."""
     names = (gold,) if isinstance(gold, str) else gold
     return [task.labels.index(name) for name in names]
+
+
+def same_task(a: TaskHead, b: TaskHead) -> bool:
+    """Whether two heads answer the same question: same kind, same labels in any order."""
+    return a.kind == b.kind and sorted(a.labels) == sorted(b.labels)
 
 
 def find_task(tasks: Sequence[TaskHead], name: str) -> TaskHead | None:

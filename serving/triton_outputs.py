@@ -9,6 +9,7 @@ lacks is refused by Triton. So a version that adds a head is preceded by its con
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,10 +23,10 @@ def output_line(name: str) -> str:
 
 def _output_block(text: str) -> tuple[int, int]:
     """(start, end) of the `output [ ... ]` list's contents in a config's text."""
-    at = text.find("output [")
-    if at < 0:
+    found = re.search(r"^\s*output\s*:?\s*\[", text, flags=re.MULTILINE)
+    if found is None:
         raise ValueError("config.pbtxt has no 'output [' block")
-    start = at + len("output [")
+    start = found.end()
     depth = 1
     for i in range(start, len(text)):
         depth += {"[": 1, "]": -1}.get(text[i], 0)

@@ -104,6 +104,8 @@ def load_declaration(path: Path) -> Declaration:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SourceError(f"task declaration {path} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"task declaration {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SourceError(f"{path}: not TOML ({exc})") from None
     try:
@@ -117,8 +119,13 @@ def load_declaration(path: Path) -> Declaration:
 def with_data(declaration: Declaration, dirs: Mapping[str, Path]) -> Declaration:
     """The declared tasks named in `dirs` with their data there (`--task NAME=DIR`); a name
     not declared becomes a task whose kind and labels come from the data."""
+    # Declared tasks keep the declaration's order (the heads' and outputs' order), new
+    # ones follow in the order given.
+    declared = [t.name for t in declaration.tasks]
+    order = sorted(dirs, key=lambda n: declared.index(n) if n in declared else len(declared))
     specs = []
-    for name, directory in dirs.items():
+    for name in order:
+        directory = dirs[name]
         spec = declaration.get(name) or _new_spec(name)
         hub = str(directory).startswith(HUB_PREFIX)
         data = str(directory) if hub else str(directory.resolve())

@@ -83,7 +83,8 @@ def multilabel_report(
         fn = sum(label in g and label not in p for g, p in zip(gold, predicted, strict=True))
         tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
         per_class[label] = _scores(tp, fp, fn)
-    present = [label for label in labels if per_class[label]["support"]]
+    # No gold label at all (a tiny split): every label is averaged rather than none.
+    present = [label for label in labels if per_class[label]["support"]] or list(labels)
 
     def macro(metric: str) -> float:
         return round(sum(per_class[label][metric] for label in present) / len(present), 4)

@@ -97,7 +97,7 @@ def _fit_task(
     head = fit_linear_head(train_x[tr], targets, len(task.labels), seed=seed)
     model.heads[task.name].load_state_dict(head.state_dict())
     if not he:
-        return {"heldout_rows": 0}
+        return {"heldout_rows": 0, "heldout_accuracy": None}
     with torch.no_grad():
         logits = head(held_x[he]).float()
     gold = [held_rows[i].labels[task.name] for i in he]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from serving.model_store import MODEL_CARD, REPORTS_DIR, ModelVersion
-from serving.tasks import Gold, find_task
+from serving.tasks import Gold, find_task, same_task
 from serving.training.data import LabeledText, TaskData, data_name
 from serving.training.evaluation import task_report, write_report
 from serving.training.finetune import FineTuneConfig, fine_tune
@@ -52,15 +52,15 @@ def evaluate_version(
     chunk: int = 512,
 ) -> dict[str, dict[str, Any]]:
     """A classification report per data set's test split, served by ONNX Runtime `variant`
-    (sets whose task the version has no head for are left out: a base version before a
-    new head has no figure to compare)."""
+    (sets whose task the version has no head for, or a head of other labels or kind, are
+    left out: a base version before a new or changed head has no figure to compare)."""
     from serving.backends.onnx import OnnxClassifier
 
     classifier = OnnxClassifier(version, variant=variant)
     reports: dict[str, dict[str, Any]] = {}
     for data in sets:
         task = find_task(version.tasks, data.task.name)
-        if not data.test or task is None:
+        if not data.test or task is None or not same_task(task, data.task):
             continue
         stage = f"evaluating {data_name(data)} ({variant})"
         predicted: list[Gold] = []
@@ -95,6 +95,8 @@ def baseline_summary(
     same split, by evaluating it otherwise."""
     known = version.manifest.get("evaluation", {}).get("test", {})
     summary: dict[str, dict[str, float]] = {}
+    heads = {t.name: t for t in version.tasks}
+    sets = [d for d in sets if d.task.name in heads and same_task(heads[d.task.name], d.task)]
     for variant in variants:
         missing = [
             data
@@ -234,7 +236,10 @@ def _starting_model(plan: TrainPlan) -> tuple[MultiHeadModel, Any, str]:
         encoder, tokenizer = load_encoder(base)
         model = MultiHeadModel(encoder, ())
     tasks = {data.task.name: data.task for data in [*plan.sets, *plan.replay]}
-    model.declare(list(tasks.values()))
+    # A head the model has with the same labels in another order (labels read from the
+    # data come sorted) is the same head: keep it, and its trained weights.
+    kept = {t.name: t for t in model.tasks}
+    model.declare([kept[n] if n in kept and same_task(kept[n], t) else t for n, t in tasks.items()])
     return model, tokenizer, base
 
 

@@ -128,7 +128,7 @@ def raw_rows(records: Iterable[tuple[int, Any]], origin: str, columns: Columns) 
         if column not in record:
             raise SourceError(
                 f"{where}: neither '{columns.label}' nor '{columns.labels}' column is there "
-                f"(columns: {sorted(record)[:10]})"
+                f"(columns: {sorted(map(str, record))[:10]})"
             )
         rows.append(RawRow(where, text, _gold(record[column], where, columns, column)))
     if not rows:
@@ -152,18 +152,30 @@ def hub_records(name: str, split: str) -> tuple[list[tuple[int, Any]], str] | No
     found = next((s for s in SPLIT_NAMES[split] if s in splits), None)
     if found is None:
         return None
-    data = datasets.load_dataset(name, split=found)
+    origin = f"{HUB_PREFIX}{name}[{found}]"
+    try:
+        data = datasets.load_dataset(name, split=found)
+    except Exception as exc:
+        raise SourceError(f"{origin} cannot be loaded: {exc}") from exc
     names = {col: _class_names(feature) for col, feature in data.features.items()}
     records = []
     for number, record in enumerate(data, 1):
         for col, labels in names.items():
             if labels is not None and record.get(col) is not None:
-                value = record[col]
-                record[col] = (
-                    [labels[v] for v in value] if isinstance(value, list) else labels[value]
-                )
+                record[col] = _named(record[col], labels, f"{origin}:{number}", col)
         records.append((number, record))
-    return records, f"{HUB_PREFIX}{name}[{found}]"
+    return records, origin
+
+
+def _named(value: Any, names: list[str], where: str, column: str) -> Any:
+    """Class ids as label names; an id out of range (the hub's -1: no label) is an error."""
+    ids = value if isinstance(value, list) else [value]
+    bad = [v for v in ids if not isinstance(v, int) or not 0 <= v < len(names)]
+    if bad:
+        raise SourceError(
+            f"{where}: '{column}' holds class id {bad[0]!r}, not a label (an unlabeled row?)"
+        )
+    return [names[v] for v in ids] if isinstance(value, list) else names[value]
 
 
 def _class_names(feature: Any) -> list[str] | None:

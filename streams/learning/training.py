@@ -23,6 +23,7 @@ from online.trainer import PromotionRule, TrainerConfig
 from serving.model_store import ModelNotFoundError, ModelVersion, load_version
 from serving.training.data import TaskData, sample
 from serving.training.declaration import (
+    DEFAULT_DATA,
     Declaration,
     default_declaration,
     load_declaration,
@@ -34,8 +35,6 @@ from serving.training.pipeline import Mode, TrainPlan
 from serving.training.progress import TrainProgress
 from streams.settings import Settings
 
-# Public data sets the default model learns from, under the data directory.
-DEFAULT_TASK_DIRS = {"sentiment": "tweeteval_sentiment", "topic": "ag_news"}
 # Starting from a trained version: gentler steps, the heads are already fitted.
 INCREMENTAL = FineTuneConfig(epochs=3, lr=3e-5, head_lr=3e-4, eval_every=100)
 REPLAY_VAL_ROWS = 1000
@@ -43,7 +42,7 @@ REPLAY_VAL_ROWS = 1000
 
 def default_task_dirs(settings: Settings) -> dict[str, Path]:
     """`{task: directory}` of the default training data (TweetEval, AG News)."""
-    return {task: settings.data_dir / folder for task, folder in DEFAULT_TASK_DIRS.items()}
+    return {task: settings.data_dir / folder for task, folder in DEFAULT_DATA.items()}
 
 
 def task_declaration(settings: Settings) -> Declaration:
@@ -159,7 +158,9 @@ def run_training(
     sets = load_declared(declared, limit=limit, seed=config.seed)
     replay = (
         replay_sets(
-            load_sets(replay_dirs, declaration=task_declaration(settings), limit=limit),
+            load_sets(
+                replay_dirs, declaration=task_declaration(settings), limit=limit, seed=config.seed
+            ),
             replay_rows,
             seed=config.seed,
         )

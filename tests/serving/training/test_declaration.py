@@ -100,3 +100,11 @@ def test_bad_declarations_fail_before_training(tmp_path: Path, body: str, rows, 
 def test_a_missing_declaration_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"tasks\.toml is missing"):
         load_declaration(tmp_path / "tasks.toml")
+
+
+def test_short_form_keeps_the_declarations_head_order(tmp_path: Path) -> None:
+    declared = with_data(
+        default_declaration(SHARED_DATA),
+        {"emotion": tmp_path, "topic": tmp_path, "sentiment": tmp_path},
+    )
+    assert [t.name for t in declared.tasks] == ["sentiment", "topic", "emotion"]

@@ -69,3 +69,17 @@ def test_loss_targets_mark_unlabeled_rows_and_weight_rare_labels() -> None:
     assert weights[0] == pytest.approx(2**0.5) and weights[1] == pytest.approx(0.5**0.5)
     assert weights[2] == pytest.approx(3**0.5)
     assert isinstance(weights, torch.Tensor)
+
+
+def test_a_split_without_any_gold_label_reports_instead_of_crashing() -> None:
+    report = multilabel_report([[], []], [["anger"], []], TASK.labels)
+    assert report["macro_f1"] == 0.0 and report["accuracy"] == 0.5
+
+
+def test_manifest_thresholds_must_fit_the_labels() -> None:
+    entry = {"name": "emotion", "labels": ["anger", "joy"], "kind": "multilabel"}
+    assert TaskHead.from_manifest({**entry, "thresholds": [0.3, 0.6]}).threshold(1) == 0.6
+    with pytest.raises(ValueError, match="one threshold in"):
+        TaskHead.from_manifest({**entry, "thresholds": [0.3]})
+    with pytest.raises(ValueError, match="one threshold in"):
+        TaskHead.from_manifest({**entry, "thresholds": [0.3, 1.5]})
