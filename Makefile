@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-alerts bench-online bench-overload bench-faults bench-cold bench-gpu clean
+.PHONY: setup setup-dev setup-triton setup-system demo test lint typecheck bench bench-triton bench-quality bench-multilabel bench-alerts bench-online bench-overload bench-faults bench-cold bench-gpu clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "feedpulse needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -64,6 +64,10 @@ bench-triton: setup-dev setup-triton
 # About an hour on 2 cores: fast path, fine-tuning, and a new-domain incremental fine-tune.
 bench-quality: setup-dev
 	$(BIN)/python bench/model_quality.py
+
+# About 15 minutes: fast-path models with and without a multi-label GoEmotions emotion head.
+bench-multilabel: setup-dev
+	$(BIN)/python bench/multilabel.py
 
 # Seconds: the spike detector over 50 hours of seeded replay with injected bursts.
 bench-alerts: setup-dev
