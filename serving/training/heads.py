@@ -13,6 +13,7 @@ from torch import nn
 
 from serving.multihead import MultiHeadModel, load_encoder
 from serving.tasks import DEFAULT_TASKS, TaskHead
+from serving.training.calibration import calibrate_head, probabilities
 from serving.training.data import LabeledText, read_labeled, seed_data_path, split_holdout
 from serving.training.evaluation import task_report
 from serving.training.loss import class_weights, positive_weights, task_targets
@@ -85,7 +86,8 @@ def _fit_task(
     seed: int,
 ) -> dict[str, Any]:
     """Fit `task`'s head on the rows that carry its label; its held-out report figures
-    (multi-label: thresholds chosen on the held-out rows, then set on the model)."""
+    (temperature-scaled on the held-out rows; multi-label: thresholds chosen there too,
+    on the calibrated scores, then set on the model)."""
     (train_x, train_rows), (held_x, held_rows) = train, held
     tr = [i for i, r in enumerate(train_rows) if task.name in r.labels]
     he = [i for i, r in enumerate(held_rows) if task.name in r.labels]
@@ -95,21 +97,27 @@ def _fit_task(
     if targets.ndim == 2:
         targets = targets.float()
     head = fit_linear_head(train_x[tr], targets, len(task.labels), seed=seed)
-    model.heads[task.name].load_state_dict(head.state_dict())
     if not he:
+        model.heads[task.name].load_state_dict(head.state_dict())
         return {"heldout_rows": 0, "heldout_accuracy": None}
     with torch.no_grad():
         logits = head(held_x[he]).float()
     gold = [held_rows[i].labels[task.name] for i in he]
+    # Calibrated on the held-out rows, then thresholds chosen on the calibrated scores.
+    logits, calibration = calibrate_head(task, head, logits, gold)
+    model.heads[task.name].load_state_dict(head.state_dict())
+    scores = probabilities(task, logits)
     if task.multilabel:
-        scores = logits.sigmoid().numpy()
         task = dataclasses.replace(task, thresholds=choose_thresholds(task, scores, gold))
         model.tasks = tuple(task if t.name == task.name else t for t in model.tasks)
-    else:
-        scores = logits.softmax(-1).numpy()
     report = task_report(task, gold, answers(task, scores))
     figures = {k: report[k] for k in ("accuracy", "macro_recall", "macro_f1")}
-    return {"heldout_rows": len(he), **figures, "heldout_accuracy": report["accuracy"]}
+    return {
+        "heldout_rows": len(he),
+        **figures,
+        "heldout_accuracy": report["accuracy"],
+        "calibration": calibration,
+    }
 
 
 def fit_heads(

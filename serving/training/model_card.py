@@ -18,8 +18,8 @@ LIMITS = """\
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
     lines = [
-        "| data set (test split) | variant | accuracy | macro recall | macro F1 |",
-        "| --- | --- | --- | --- | --- |",
+        "| data set (test split) | variant | accuracy | macro recall | macro F1 | ECE |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for which in ("baseline", "test"):
         for key, m in sorted(evaluation.get(which, {}).items()):
@@ -28,7 +28,10 @@ def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
                 variant = f"{variant}, before (v{evaluation.get('baseline_version')})"
             lines.append(
                 f"| {name} | {variant} | {m['accuracy']:.4f} | {m['macro_recall']:.4f} "
-                f"| {m['macro_f1']:.4f} |"
+                f"| {m['macro_f1']:.4f} | {m['ece']:.4f} |"
+                if "ece" in m
+                else f"| {name} | {variant} | {m['accuracy']:.4f} | {m['macro_recall']:.4f} "
+                f"| {m['macro_f1']:.4f} | - |"
             )
     return lines
 
@@ -78,6 +81,7 @@ def render_model_card(manifest: dict[str, Any], reports: dict[str, dict[str, Any
                 f"| {h['step']} | {h['epoch']} | {h['rows_seen']} | {h['train_loss']} "
                 f"| {h['val_score']} |"
             )
+    lines += _calibration_lines(training)
     lines += ["", "## Evaluation", "", *_metrics_table(manifest.get("evaluation", {})), ""]
     for variant, by_set in reports.items():
         for name, report in by_set.items():
@@ -88,9 +92,9 @@ def render_model_card(manifest: dict[str, Any], reports: dict[str, dict[str, Any
                 format_report(report),
                 "```",
                 "",
-                f"Confusion matrix: `reports/{name}_{variant}_confusion.png`",
-                "",
             ]
+            if "confusion" in report:
+                lines += [f"Confusion matrix: `reports/{name}_{variant}_confusion.png`", ""]
     variants = manifest.get("variants", {})
     lines += [
         "## Export variants",
@@ -117,3 +121,32 @@ def _head_line(task: dict[str, Any]) -> str:
         f"- `{task['name']}` (multi-label; a label is given when its sigmoid score reaches its "
         f"threshold, chosen per label to maximise F1 on validation): {cuts}"
     )
+
+
+def _calibration_lines(training: dict[str, Any]) -> list[str]:
+    """Each head's temperature and validation ECE before and after scaling."""
+    found = dict(training.get("calibration", {}))
+    for name, figures in training.get("heads", {}).items():
+        if isinstance(figures, dict) and "calibration" in figures:
+            found[name] = figures["calibration"]
+    if not found:
+        return []
+    lines = [
+        "",
+        "## Calibration",
+        "",
+        "Temperature scaling on the validation rows, folded into each head's weights (the "
+        "served scores are the calibrated ones); expected calibration error over 15 bins "
+        "(top label, or every label's score for multi-label heads).",
+        "",
+        "| head | temperature | validation ECE before | after | rows |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, c in found.items():
+        t = c["temperature"]
+        shown = f"{min(t):.3g}-{max(t):.3g} per label" if isinstance(t, list) else f"{t:.3g}"
+        lines.append(
+            f"| {name} | {shown} | {c['val_ece_before']:.4f} | {c['val_ece_after']:.4f} "
+            f"| {c['val_rows']} |"
+        )
+    return lines

@@ -13,8 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from serving.model_store import MODEL_CARD, REPORTS_DIR, ModelVersion
 from serving.tasks import Gold, find_task, same_task
+from serving.training.calibration import expected_calibration_error
 from serving.training.data import LabeledText, TaskData, data_name
 from serving.training.evaluation import task_report, write_report
 from serving.training.finetune import FineTuneConfig, fine_tune
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from serving.multihead import MultiHeadModel
 
 Mode = Literal["finetune", "heads"]
+SUMMARY_FIGURES = ("accuracy", "macro_recall", "macro_f1", "ece", "rows")
 
 
 @dataclass(frozen=True)
@@ -64,22 +68,26 @@ def evaluate_version(
             continue
         stage = f"evaluating {data_name(data)} ({variant})"
         predicted: list[Gold] = []
+        scores: list[list[float]] = []
         for start in range(0, len(data.test), chunk):
             texts = [r.text for r in data.test[start : start + chunk]]
             for p in classifier.classify_sync(texts):
                 answer = p.tasks[task.name]
                 predicted.append(answer.labels if answer.labels is not None else answer.label)
+                scores.append([answer.scores[label] for label in task.labels])
             if progress:
                 progress(stage, len(predicted), len(data.test))
         gold = [r.labels[task.name] for r in data.test]
-        reports[data_name(data)] = task_report(task, gold, predicted)
+        report = task_report(task, gold, predicted)
+        report["ece"] = expected_calibration_error(task, np.asarray(scores, np.float32), gold)
+        reports[data_name(data)] = report
     return reports
 
 
 def summarize(reports: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
     """`{"<set>/<variant>": {accuracy, macro_recall, macro_f1}}` from nested reports."""
     return {
-        f"{name}/{variant}": {k: r[k] for k in ("accuracy", "macro_recall", "macro_f1", "rows")}
+        f"{name}/{variant}": {k: r[k] for k in SUMMARY_FIGURES if k in r}
         for variant, by_set in reports.items()
         for name, r in by_set.items()
     }
@@ -269,7 +277,7 @@ def _train(
             progress=progress,
         )
         return {"heads": heads}
-    from serving.training.prediction import fit_thresholds
+    from serving.training.prediction import calibrate
 
     result = fine_tune(
         model,
@@ -281,8 +289,8 @@ def _train(
         resume=resume,
         progress=progress,
     )
-    thresholds = fit_thresholds(model, tokenizer, val_sets, plan.serve_max_length)
-    return {"config": asdict(plan.config), "result": asdict(result), "thresholds": thresholds}
+    calibration = calibrate(model, tokenizer, val_sets, plan.serve_max_length)
+    return {"config": asdict(plan.config), "result": asdict(result), "calibration": calibration}
 
 
 def _finalize(

@@ -14,13 +14,14 @@ import torch
 from serving.multihead import MultiHeadModel
 from serving.tasks import Gold, TaskHead
 from serving.training.batching import pad, tokenize
+from serving.training.calibration import calibrate_head, probabilities
 from serving.training.data import TaskData, data_name
 from serving.training.evaluation import task_report
 from serving.training.thresholds import choose_thresholds, decide
 
 
 @torch.no_grad()  # type: ignore[untyped-decorator]
-def predict_scores(
+def predict_logits(
     model: MultiHeadModel,
     tokenizer: Any,
     texts: Sequence[str],
@@ -28,23 +29,30 @@ def predict_scores(
     *,
     precision: str = "fp32",
     batch_size: int = 64,
-) -> dict[str, npt.NDArray[np.float32]]:
-    """Every head's scores (rows x labels: softmax or sigmoid by kind), in text order."""
+) -> dict[str, torch.Tensor]:
+    """Every head's logits (rows x labels), in text order (PyTorch, eval mode)."""
     was_training = model.training
     model.eval()
     ids = tokenize(tokenizer, texts, max_length)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    scores = {t.name: np.zeros((len(ids), len(t.labels)), dtype=np.float32) for t in model.tasks}
+    out = {t.name: torch.zeros((len(ids), len(t.labels))) for t in model.tasks}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             outputs = model(input_ids, mask)
         for task, logits in zip(model.tasks, outputs, strict=False):
-            probs = logits.float().sigmoid() if task.multilabel else logits.float().softmax(-1)
-            scores[task.name][idx] = probs.numpy()
+            out[task.name][idx] = logits.float()
     model.train(was_training)
-    return scores
+    return out
+
+
+def predict_scores(
+    model: MultiHeadModel, tokenizer: Any, texts: Sequence[str], max_length: int, **kw: Any
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Every head's scores (rows x labels: softmax or sigmoid by kind), in text order."""
+    logits = predict_logits(model, tokenizer, texts, max_length, **kw)
+    return {t.name: probabilities(t, logits[t.name]) for t in model.tasks}
 
 
 def answers(task: TaskHead, scores: npt.NDArray[np.float32]) -> list[Gold]:
@@ -62,29 +70,33 @@ def predict_labels(
     return {t.name: answers(t, scores[t.name]) for t in model.tasks}
 
 
-def fit_thresholds(
+def calibrate(
     model: MultiHeadModel,
     tokenizer: Any,
     sets: Sequence[TaskData],
     max_length: int,
     *,
     precision: str = "fp32",
-) -> dict[str, list[float]]:
-    """Set each multi-label head's thresholds from its sets' validation rows; return them."""
-    chosen: dict[str, list[float]] = {}
+) -> dict[str, dict[str, Any]]:
+    """Temperature-scale every head on its sets' validation rows (folded into its weights),
+    then choose multi-label thresholds on the calibrated scores; the figures per task."""
+    figures: dict[str, dict[str, Any]] = {}
     tasks = list(model.tasks)
     for i, task in enumerate(tasks):
         rows = [r for data in sets if data.task.name == task.name for r in data.val]
-        if not task.multilabel or not rows:
+        if not rows:
             continue
-        scores = predict_scores(
+        logits = predict_logits(
             model, tokenizer, [r.text for r in rows], max_length, precision=precision
         )[task.name]
-        cuts = choose_thresholds(task, scores, [r.labels[task.name] for r in rows])
-        tasks[i] = dataclasses.replace(task, thresholds=cuts)
-        chosen[task.name] = list(cuts)
+        gold = [r.labels[task.name] for r in rows]
+        calibrated, figures[task.name] = calibrate_head(task, model.heads[task.name], logits, gold)
+        if task.multilabel:
+            cuts = choose_thresholds(task, probabilities(task, calibrated), gold)
+            tasks[i] = dataclasses.replace(task, thresholds=cuts)
+            figures[task.name]["thresholds"] = list(cuts)
     model.tasks = tuple(tasks)
-    return chosen
+    return figures
 
 
 def evaluate_sets(

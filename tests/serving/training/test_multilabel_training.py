@@ -71,7 +71,9 @@ def test_incremental_fine_tune_adds_a_multilabel_head(tmp_path: Path) -> None:
     assert list(heads) == ["sentiment", "emotion"]
     assert heads["emotion"].kind == "multilabel"
     assert len(heads["emotion"].thresholds) == 7
-    assert summary["training"]["thresholds"]["emotion"] == list(heads["emotion"].thresholds)
+    calibration = summary["training"]["calibration"]["emotion"]
+    assert calibration["thresholds"] == list(heads["emotion"].thresholds)
+    assert len(calibration["temperature"]) == 7 and calibration["val_ece_after"] >= 0
     report = json.loads((second.path / REPORTS_DIR / "goemotions_ekman_fp32.json").read_text())
     assert report["kind"] == "multilabel" and 0 <= report["macro_f1"] <= 1
     assert "micro_f1" in report and "confusion" not in report

@@ -106,13 +106,7 @@ def test_fast_path_then_incremental_fine_tune(tmp_path: Path) -> None:
     assert "before (v1)" in card
 
 
-def test_a_set_for_a_task_the_model_lacks_is_refused(tmp_path: Path) -> None:
-    from dataclasses import replace
-
-    from serving.tasks import TaskHead
-
-    tweets = tiny("tweeteval_sentiment", 0, rows=8)
-    odd = replace(tweets, task=TaskHead("emotion", ("joy", "anger")))
-    with pytest.raises(ValueError, match="no 'emotion' head"):
-        train_version(TrainPlan(sets=[odd], mode="heads"), repository=tmp_path, name="clf")
+def test_an_empty_plan_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one data set"):
+        train_version(TrainPlan(sets=[], mode="heads"), repository=tmp_path, name="clf")
     assert list_versions(tmp_path, "clf") == []

@@ -217,6 +217,14 @@ async def test_kill_9_mid_stream_loses_nothing(
     assert not missing, f"{len(missing)} ids lost, e.g. {sorted(missing)[:5]}"
 
 
+async def labeling_workers(settings: Settings) -> set[str]:
+    """The workers that have labeled something on the output topic so far."""
+    workers: set[str] = set()
+    async for rec in read_topics(settings, [settings.output_topic], idle_timeout_s=1):
+        workers.add(json.loads(rec.value)["worker"])
+    return workers
+
+
 async def test_second_worker_joining_mid_stream_splits_partitions(
     broker: EmbeddedBroker,
     settings_factory: Callable[..., Settings],
@@ -230,13 +238,17 @@ async def test_second_worker_joining_mid_stream_splits_partitions(
     positions = await publish(settings, records)
     await wait_for_output_count(settings, 150, timeout_s=90)
     second = process_factory(settings, "worker", log_name="w2")
+    # Keep the stream going until the joiner labels something: its start-up and the
+    # rebalance take longer on a loaded machine, and a fixed stream could end first.
+    deadline = time.monotonic() + 180
+    while len(await labeling_workers(settings)) < 2:
+        assert time.monotonic() < deadline, "the second worker got no partitions"
+        more, _ = mixed_feed(100)
+        positions += await publish(settings, more)
+        await asyncio.sleep(1)
     audit = await audit_outputs(settings, positions, by="position", timeout_s=240, settle_s=1)
     missing = audit.missing(positions, "position")
     assert not missing, f"{len(missing)} lost"
-    workers: set[str] = set()
-    async for rec in read_topics(settings, [settings.output_topic], idle_timeout_s=1):
-        workers.add(json.loads(rec.value)["worker"])
-    assert len(workers) == 2, "the second worker got no partitions"
     for proc in (first, second):
         proc.send_signal(signal.SIGTERM)
     assert [first.wait(timeout=30), second.wait(timeout=30)] == [0, 0]
