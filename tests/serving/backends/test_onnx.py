@@ -66,6 +66,15 @@ def test_heldout_accuracy_is_reported_and_useful(built_model: BuiltModel) -> Non
     assert report["sentiment"]["heldout_accuracy"] >= 0.6
 
 
+def test_seed_heads_are_calibrated_on_the_held_out_rows(built_model: BuiltModel) -> None:
+    """Temperature scaling never makes the held-out calibration error worse than it was
+    (it minimises the held-out NLL; ECE follows on these sets)."""
+    for task in ("sentiment", "topic"):
+        c = built_model.report[task]["calibration"]
+        assert c["temperature"] > 0 and c["val_rows"] == built_model.report[task]["heldout_rows"]
+        assert c["val_ece_after"] <= c["val_ece_before"] + 0.02
+
+
 def test_missing_model_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ModelNotFoundError, match="feedpulse train"):
         load_version(tmp_path, "feedpulse_classifier")
