@@ -20,6 +20,9 @@ from serving.tasks import Gold, TaskHead, gold_indices
 from serving.training.thresholds import gold_matrix
 
 BINS = 15
+# Fewer validation rows than this (a small feedback job) would fit a temperature to noise:
+# the head keeps its scale.
+MIN_ROWS = 50
 # Temperatures are searched in log space within these bounds: below 0.05 or above 20 the
 # validation set is telling us something is wrong, not that scores need rescaling.
 MIN_T, MAX_T = 0.05, 20.0
@@ -100,6 +103,8 @@ def calibrate_head(
     """Fit and fold `task`'s temperature(s) into `head` from validation `logits`; return the
     calibrated logits and the figures (temperatures, ECE before and after)."""
     before = expected_calibration_error(task, probabilities(task, logits), gold)
+    if len(gold) < MIN_ROWS:
+        return logits, {"temperature": None, "val_ece_before": before, "val_rows": len(gold)}
     temperatures = fit_temperatures(task, logits, gold)
     scale_head(head, temperatures)
     calibrated = logits / torch.tensor(temperatures)

@@ -144,6 +144,11 @@ def _calibration_lines(training: dict[str, Any]) -> list[str]:
     ]
     for name, c in found.items():
         t = c["temperature"]
+        if t is None:
+            lines.append(
+                f"| {name} | not fitted (too few rows) | {c['val_ece_before']:.4f} | - | {c['val_rows']} |"
+            )
+            continue
         shown = f"{min(t):.3g}-{max(t):.3g} per label" if isinstance(t, list) else f"{t:.3g}"
         lines.append(
             f"| {name} | {shown} | {c['val_ece_before']:.4f} | {c['val_ece_after']:.4f} "

@@ -65,3 +65,12 @@ def test_multilabel_heads_get_a_temperature_per_label() -> None:
     assert anger == pytest.approx(4.0, rel=0.2) and joy == pytest.approx(1.0, rel=0.2)
     assert figures["val_ece_after"] < figures["val_ece_before"]  # type: ignore[operator]
     assert calibrated.shape == logits.shape
+
+
+def test_too_few_rows_leave_the_head_as_it_was() -> None:
+    logits, gold = sampled_multiclass(20, sharpen=3.0)
+    head = nn.Linear(4, 3)
+    weight = head.weight.detach().clone()
+    out, figures = calibrate_head(SENTIMENT, head, logits, gold)
+    assert figures["temperature"] is None and torch.equal(out, logits)
+    assert torch.equal(head.weight, weight)
