@@ -61,6 +61,24 @@ def built_model(tmp_path_factory: pytest.TempPathFactory) -> BuiltModel:
 
 
 @pytest.fixture
+def small_data_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """A data directory shaped like ../shared/data: the first `rows` lines of each of
+    `sets`' split files (read from ../shared/data at test time, never kept in the repo)."""
+
+    def make(sets: tuple[str, ...] = ("tweeteval_sentiment", "ag_news"), rows: int = 120) -> Path:
+        root = tmp_path_factory.mktemp("data")
+        for name in sets:
+            (root / name).mkdir()
+            for split in sorted((SHARED_DATA / name).glob("*.jsonl")):
+                with split.open(encoding="utf-8") as src:
+                    head = [line for _, line in zip(range(rows), src, strict=False)]
+                (root / name / split.name).write_text("".join(head), encoding="utf-8")
+        return root
+
+    return make
+
+
+@pytest.fixture
 def broker_factory() -> Iterator[Callable[[], EmbeddedBroker]]:
     """Start real Tansu brokers on free loopback ports; all stopped at teardown."""
     started: list[EmbeddedBroker] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,7 +18,7 @@ import numpy as np
 from serving.model_store import MODEL_CARD, REPORTS_DIR, ModelVersion
 from serving.tasks import Gold, find_task, same_task
 from serving.training.calibration import expected_calibration_error
-from serving.training.data import LabeledText, TaskData, data_name
+from serving.training.data import LabeledText, TaskData, data_name, sample
 from serving.training.evaluation import task_report, write_report
 from serving.training.finetune import FineTuneConfig, fine_tune
 from serving.training.model_card import render_model_card
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 Mode = Literal["finetune", "heads"]
 SUMMARY_FIGURES = ("accuracy", "macro_recall", "macro_f1", "ece", "rows")
+# A linear head on frozen embeddings has learned what it can by here: TweetEval validation
+# macro recall was 0.657, 0.661, 0.653 and 0.655 from 12k, 24k, 36k and all 48k rows, while
+# embedding every row costs time (the fast path's budget is two minutes on 2 cores).
+HEADS_MAX_ROWS = 24_000
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,19 @@ class TrainPlan:
     serve_max_length: int = 128
     variants: Sequence[str] = ("fp32", "int8")
     reason: str = "feedpulse train"
+    # Fast path only: each set's train rows are a seeded sample of at most this many.
+    heads_max_rows: int | None = HEADS_MAX_ROWS
+
+
+def cap_fast_path(plan: TrainPlan) -> TrainPlan:
+    """`plan` with each set's train rows sampled down to `heads_max_rows` on the fast path."""
+    if plan.mode != "heads" or plan.heads_max_rows is None:
+        return plan
+    sets = [
+        replace(data, train=sample(data.train, plan.heads_max_rows, plan.config.seed))
+        for data in plan.sets
+    ]
+    return replace(plan, sets=sets)
 
 
 def evaluate_version(
@@ -163,6 +180,7 @@ def train_version(
     if not plan.sets:
         raise ValueError("a training plan needs at least one data set")
     started = time.perf_counter()
+    plan = cap_fast_path(plan)
     model, tokenizer, base = _starting_model(plan)
     train: list[LabeledText] = [row for data in plan.sets for row in data.train]
     replay_rows = sum(len(data.train) for data in plan.replay)

@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
+from serving.model_store import ModelVersion
 from streams.classify.backend import local_triton
 from streams.classify.processes import WorkerProcesses
 from streams.kafka.broker import EmbeddedBroker, free_port
@@ -63,10 +64,27 @@ def demo_records(count: int) -> list[Record]:
     return records
 
 
+def test_figures(version: ModelVersion, variant: str) -> dict[str, dict[str, float]]:
+    """`version`'s figures on each test split, as `variant` serves them (from its manifest;
+    empty for a version nothing tested, such as seed heads)."""
+    test = version.manifest.get("evaluation", {}).get("test", {})
+    suffix = f"/{variant}"
+    return {
+        name.removesuffix(suffix): {k: round(v, 4) for k, v in figures.items() if k != "rows"}
+        for name, figures in test.items()
+        if name.endswith(suffix)
+    }
+
+
 def summarize(
-    audit: Audit, positions: list[Position], published_at: float, model: str
+    audit: Audit,
+    positions: list[Position],
+    published_at: float,
+    model: str,
+    model_test: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """The one-line JSON summary of a run, accounting each input by its position."""
+    """The one-line JSON summary of a run, accounting each input by its position, with the
+    served model's measured test figures."""
     wanted = set(positions)
     labeled = len(set(audit.labeled_at) & wanted)
     dead = len(set(audit.dead_lettered_at) & wanted - set(audit.labeled_at))
@@ -83,6 +101,7 @@ def summarize(
         "latency_ms_p50": round(p50, 1) if p50 is not None else None,
         "latency_ms_p99": round(p99, 1) if p99 is not None else None,
         "model": model,
+        "model_test": model_test or {},
     }
 
 
@@ -120,6 +139,8 @@ async def run_demo(
     """Run the whole pipeline on the embedded broker and return the summary."""
     model = ensure_model(settings, console)
     model_label = f"{model.name}/{model.version} ({settings.model_variant})"
+    quality = test_figures(model, settings.model_variant)
+    console.print(f"serving {model_label}; {_quality_line(quality)}")
 
     logs = Path(tempfile.mkdtemp(prefix="feedpulse-demo-"))
     with contextlib.ExitStack() as stack:
@@ -169,4 +190,16 @@ async def run_demo(
             if any(code != 0 for code in procs.stop()):
                 console.print(f"[red]a worker exited uncleanly; see {logs}[/]")
     served = audit.models.most_common(1)[0][0] if audit.models else model_label
-    return summarize(audit, positions, published_at, served)
+    return summarize(audit, positions, published_at, served, quality)
+
+
+def _quality_line(quality: dict[str, dict[str, float]]) -> str:
+    if not quality:
+        return "no test figures (seed heads; `feedpulse train` measures a trained model)"
+    parts = [
+        f"{name}: accuracy {f['accuracy']:.3f}, macro recall {f['macro_recall']:.3f}"
+        if "macro_recall" in f
+        else f"{name}: macro-F1 {f.get('macro_f1', 0.0):.3f}"
+        for name, f in quality.items()
+    ]
+    return "measured on the test splits: " + "; ".join(parts)

@@ -25,6 +25,7 @@ from serving.training.data import TaskData, sample
 from serving.training.declaration import (
     DEFAULT_DATA,
     Declaration,
+    data_source,
     default_declaration,
     load_declaration,
     load_declared,
@@ -33,9 +34,12 @@ from serving.training.declaration import (
 from serving.training.finetune import FineTuneConfig
 from serving.training.pipeline import Mode, TrainPlan
 from serving.training.progress import TrainProgress
+from serving.training.sources import SourceError
 from streams.settings import Settings
 
 # Starting from a trained version: gentler steps, the heads are already fitted.
+# What the first run takes on the default data on a 2-core machine (README).
+FIRST_RUN_MINUTES = 3
 INCREMENTAL = FineTuneConfig(epochs=3, lr=3e-5, head_lr=3e-4, eval_every=100)
 REPLAY_VAL_ROWS = 1000
 
@@ -144,9 +148,11 @@ def run_training(
     limit: int | None = None,
     resume: bool = False,
     reason: str = "feedpulse train",
+    variants: Sequence[str] = ("fp32", "int8"),
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Train per the arguments, export a version with reports and a card; return the summary."""
+    """Train per the arguments, export a version with reports and a card (test figures for
+    each of `variants`); return the summary."""
     from serving.training.pipeline import train_version
 
     console = console or Console(stderr=True)
@@ -175,6 +181,7 @@ def run_training(
         replay=replay,
         config=config,
         serve_max_length=settings.max_length,
+        variants=variants,
         reason=reason,
     )
     run_name = f"from-v{base_version.version}" if base_version else "fresh"
@@ -219,19 +226,48 @@ def train_seed_heads(
 
 
 def ensure_model(settings: Settings, console: Console | None = None) -> ModelVersion:
-    """The configured model version; on a fresh machine, train and export the seed heads first."""
+    """The configured model version; on a fresh machine, train and export one first."""
     try:
         return load_version(settings.model_repository, settings.model_name, settings.model_version)
     except ModelNotFoundError:
         if settings.model_version is not None:
             raise
-        console = console or Console(stderr=True)
-        console.print(
-            "[bold]No model yet:[/] fitting heads on the shipped seed set (one-off, under a "
-            "minute); `feedpulse train` fine-tunes the full model"
-        )
-        train_seed_heads(settings, console=console)
+        first_run_model(settings, console or Console(stderr=True))
         return load_version(settings.model_repository, settings.model_name)
+
+
+def first_run_model(settings: Settings, console: Console) -> dict[str, Any]:
+    """A machine's first model: the fast path (frozen encoder, fitted heads) on the declared
+    tasks' data, tested on its test splits as served; heads on the shipped seed set where
+    the default data is absent. Returns the training summary."""
+    declared = task_declaration(settings)
+    missing = [
+        str(source)
+        for spec in declared.tasks
+        if isinstance(source := data_source(spec, declared.base), Path) and not source.exists()
+    ]
+    if missing and settings.tasks_file is None:
+        console.print(
+            f"[bold]No model yet:[/] the default data is not here ({', '.join(missing)}), so "
+            "fitting heads on the shipped seed set (one-off, under a minute); "
+            "`feedpulse train` trains on real data"
+        )
+        return train_seed_heads(settings, console=console)
+    if missing:
+        raise SourceError(f"{settings.tasks_file}: the declared data is missing: {missing}")
+    names = ", ".join(f"{t.name} ({Path(str(t.data)).name})" for t in declared.tasks)
+    console.print(
+        f"[bold]No model yet:[/] fitting heads on the frozen encoder over {names}, then "
+        f"testing them as served (one-off, about {FIRST_RUN_MINUTES} minutes here); "
+        "`feedpulse train` fine-tunes the full model"
+    )
+    return run_training(
+        settings,
+        mode="heads",
+        variants=(settings.model_variant,),
+        reason="first run: fast path on the declared data",
+        console=console,
+    )
 
 
 def trainer_config(settings: Settings) -> TrainerConfig:

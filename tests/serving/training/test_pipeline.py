@@ -16,7 +16,7 @@ from serving.multihead import load_version_model
 from serving.tasks import DEFAULT_TASKS
 from serving.training.data import TaskData, load_task_dir
 from serving.training.finetune import FineTuneConfig
-from serving.training.pipeline import TrainPlan, train_version
+from serving.training.pipeline import TrainPlan, cap_fast_path, train_version
 from tests.conftest import SHARED_DATA
 
 SENTIMENT, TOPIC = DEFAULT_TASKS
@@ -110,3 +110,17 @@ def test_an_empty_plan_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least one data set"):
         train_version(TrainPlan(sets=[], mode="heads"), repository=tmp_path, name="clf")
     assert list_versions(tmp_path, "clf") == []
+
+
+def test_the_fast_path_samples_each_set_down_and_fine_tuning_does_not() -> None:
+    tweets, news = tiny("tweeteval_sentiment", 0, rows=60), tiny("ag_news", 1, rows=30)
+    plan = TrainPlan(sets=[tweets, news], mode="heads", heads_max_rows=40)
+    capped = cap_fast_path(plan)
+    assert [len(d.train) for d in capped.sets] == [40, 30]
+    assert {r.text for r in capped.sets[0].train} <= {r.text for r in tweets.train}
+    assert capped.sets[0].val == tweets.val and capped.sets[0].test == tweets.test
+    assert cap_fast_path(plan).sets[0].train == capped.sets[0].train  # seeded
+    assert (
+        cap_fast_path(TrainPlan(sets=[tweets], mode="finetune", heads_max_rows=40)).sets[0]
+        is tweets
+    )
