@@ -32,6 +32,9 @@ def run_fingerprint(rows: Sequence[LabeledText], config: FineTuneConfig, max_len
         digest.update(row.text.encode())
         digest.update(json.dumps(row.labels, sort_keys=True).encode())
     skip = {"checkpoint_every", "eval_every", "patience"}
+    if config.adapter == "full":
+        # The adapter knobs play no part: a full run keeps the digest it had before them.
+        skip |= {"adapter", "lora_rank", "lora_alpha", "lora_dropout", "lora_lr"}
     knobs = {k: v for k, v in asdict(config).items() if k not in skip}
     digest.update(json.dumps({**knobs, "max_length": max_length}, sort_keys=True).encode())
     return digest.hexdigest()

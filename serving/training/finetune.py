@@ -28,6 +28,7 @@ from serving.training.checkpoint import (
 )
 from serving.training.data import LabeledText, TaskData
 from serving.training.loop import EncodedRows, FineTuneResult, LoopSetup, LoopState, run_loop
+from serving.training.lora import merge_lora, parameter_counts, wrap_lora
 from serving.training.loss import task_targets, task_weights
 from serving.training.progress import TrainProgress
 
@@ -53,6 +54,14 @@ class FineTuneConfig:
     seed: int = 0
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     checkpoint_every: int = 200
+    # "lora": the encoder stays frozen and learns through low-rank adapters on its linear
+    # layers (at `lora_lr`; `lr` is then unused), merged into its weights when the run ends.
+    adapter: Literal["full", "lora"] = "full"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    # Adapters start at zero and are few: they need a larger step than the whole encoder.
+    lora_lr: float = 5e-4
 
 
 def resolve_precision(precision: str) -> str:
@@ -80,6 +89,8 @@ def fine_tune(
     macro recall over `val_sets`. Training stops after `patience` evaluations without a
     better score. With `checkpoint_dir`, state is saved every `checkpoint_every` steps and
     `resume=True` continues an interrupted run of the same data and settings exactly.
+    With `adapter="lora"` the encoder trains through LoRA adapters, merged into it on
+    return: `model.encoder` is a plain transformers encoder again.
     """
     if not train:
         raise ValueError("no training rows")
@@ -92,12 +103,25 @@ def fine_tune(
     per_epoch, total = _step_budget(len(train), config)
 
     torch.manual_seed(config.seed)
+    if config.adapter == "lora":
+        wrap_lora(model, config)
     optimizer = _optimizer(model, config)
+    trainable, total_params = parameter_counts(model)
     state = LoopState(
         model,
         optimizer,
         _schedule(optimizer, total, config.warmup),
-        FineTuneResult(max_length, precision, 0, 0, -1.0, False, 0.0),
+        FineTuneResult(
+            max_length,
+            precision,
+            0,
+            0,
+            -1.0,
+            False,
+            0.0,
+            trainable_params=trainable,
+            total_params=total_params,
+        ),
     )
     fingerprint = run_fingerprint(train, config, max_length)
     ckpt = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir else None
@@ -123,6 +147,7 @@ def fine_tune(
     state.result.stopped_early = run_loop(setup, state)
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
+    merge_lora(model)
     model.eval()
     state.result.seconds = round(time.perf_counter() - started, 1)
     return state.result
@@ -152,14 +177,17 @@ def _step_budget(rows: int, config: FineTuneConfig) -> tuple[int, int]:
 
 
 def _optimizer(model: MultiHeadModel, config: FineTuneConfig) -> torch.optim.Optimizer:
+    """AdamW over what trains: the encoder's weights (or its adapters) and every head."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, param in model.encoder.named_parameters():
-        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    lr = config.lora_lr if config.adapter == "lora" else config.lr
     return torch.optim.AdamW(
         [
-            {"params": decay, "lr": config.lr, "weight_decay": config.weight_decay},
-            {"params": no_decay, "lr": config.lr, "weight_decay": 0.0},
+            {"params": decay, "lr": lr, "weight_decay": config.weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
             {"params": list(model.heads.parameters()), "lr": config.head_lr, "weight_decay": 0.0},
         ]
     )

@@ -41,6 +41,9 @@ class FineTuneResult:
     stopped_early: bool
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    # What the optimizer updated (LoRA: the adapters and heads), of the model's parameters.
+    trainable_params: int = 0
+    total_params: int = 0
 
 
 @dataclass

@@ -70,6 +70,7 @@ def render_model_card(manifest: dict[str, Any], reports: dict[str, dict[str, Any
             f"{result['best_score']:.4f}; stopped early: {result['stopped_early']})",
             f"- Window while training: {result['max_length']} tokens; precision: "
             f"{result['precision']}; {result['seconds']:.0f} s",
+            *_adapter_lines(config, result),
             "- Settings: "
             + ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if v is not None),
             "",
@@ -155,3 +156,21 @@ def _calibration_lines(training: dict[str, Any]) -> list[str]:
             f"| {c['val_rows']} |"
         )
     return lines
+
+
+def _adapter_lines(config: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """How the encoder trained (its weights, or LoRA adapters since merged) and how many
+    parameters the optimizer updated; runs recorded before adapters existed show neither."""
+    if "trainable_params" not in result or not result["total_params"]:
+        return []
+    adapter = config.get("adapter", "full")
+    how = (
+        f"LoRA adapters (rank {config.get('lora_rank')}), merged into the encoder before export"
+        if adapter == "lora"
+        else "the whole encoder"
+    )
+    share = result["trainable_params"] / result["total_params"]
+    return [
+        f"- Adapter: {adapter} ({how}); trainable parameters {result['trainable_params']:,} "
+        f"of {result['total_params']:,} ({share:.1%})"
+    ]
