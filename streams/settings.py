@@ -182,6 +182,8 @@ class Settings(BaseSettings):
     finetune_head_lr: float = Field(3e-4, gt=0)
     finetune_max_steps: int | None = Field(None, ge=1)
     finetune_batch_size: int = Field(32, ge=1)
+    # "lora": the encoder learns through LoRA adapters merged at export; "full": all of it.
+    finetune_adapter: Literal["full", "lora"] = "full"
     # Promotion: new-domain accuracy gain required, old-domain macro-recall drop allowed.
     promote_margin: float = 0.05
     promote_max_drop: float = Field(0.02, ge=0)

@@ -66,6 +66,11 @@ def _mode(mode: str) -> Mode:
     return "heads" if mode == "heads" else "finetune"
 
 
+def _check_adapter(adapter: str | None) -> None:
+    if adapter not in (None, "full", "lora"):
+        raise typer.BadParameter(f"--adapter must be full or lora, not {adapter!r}")
+
+
 def _check_precision(precision: str | None) -> None:
     if precision not in (None, "auto", "bf16", "fp32"):
         raise typer.BadParameter(f"--precision must be auto, bf16 or fp32, not {precision!r}")
@@ -102,6 +107,13 @@ def train(
         int | None, typer.Option(min=1, help="Stop after N validations without improvement")
     ] = None,
     precision: Annotated[str | None, typer.Option(help="auto, bf16 or fp32")] = None,
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            help="full (every encoder weight) or lora (LoRA adapters, merged at export) "
+            "[default: full]"
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling, order and init")] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Use at most N rows per split (quick runs)")
@@ -121,6 +133,7 @@ def train(
     )
     train_mode = _mode(mode)
     _check_precision(precision)
+    _check_adapter(adapter)
     if seed_data is not None:
         report = train_seed_heads(settings, data=seed_data, console=err)
         print(json.dumps(report), flush=True)
@@ -134,6 +147,7 @@ def train(
         eval_every=eval_every,
         patience=patience,
         precision=precision,
+        adapter=adapter,
         seed=seed,
     )
     try:

@@ -298,6 +298,7 @@ def trainer_config(settings: Settings) -> TrainerConfig:
         batch_size=settings.finetune_batch_size,
         lr=settings.finetune_lr,
         head_lr=settings.finetune_head_lr,
+        adapter=settings.finetune_adapter,
     )
     return TrainerConfig(
         repository=settings.model_repository,

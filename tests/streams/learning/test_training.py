@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from streams.classify.processes import worker_env
 from streams.settings import Settings
 from tests.conftest import SHARED_DATA
@@ -63,3 +65,15 @@ def test_unknown_task_and_missing_data_are_clear_errors(tmp_path: Path) -> None:
     no_version = train_cli(tmp_path, "--from-version", "7")
     assert no_version.returncode == 2
     assert "no model versions" in no_version.stderr
+
+
+def test_adapter_setting_reaches_the_trainers_fine_tune(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.learning.training import trainer_config
+
+    monkeypatch.setenv("FEEDPULSE_FINETUNE_ADAPTER", "lora")
+    config = trainer_config(Settings(data_dir=SHARED_DATA, finetune_replay_rows=10))
+    assert config.finetune.adapter == "lora"
+    assert config.finetune.epochs == Settings().finetune_epochs
+    monkeypatch.setenv("FEEDPULSE_FINETUNE_ADAPTER", "dora")
+    with pytest.raises(ValueError, match="finetune_adapter"):
+        Settings()
