@@ -4,7 +4,9 @@ accuracy before and after the promoted fine-tune, old-domain macro recall (forge
 and the time from the switch until the promoted version labels the stream.
 
 Runs a real broker, a classify worker, the model watch and the trainer as processes, on
-a copy of an exported version (default: the newest under triton_models).
+a copy of an exported version (default: the newest under triton_models). With `--adapter
+full,lora` the scenario runs once per adapter of the trainer's fine-tune, each on its own
+copy of the same version, and one table compares them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from streams.testing.online_scenario import (  # noqa: E402
 from streams.testing.replay import read_tweets  # noqa: E402
 
 SENTIMENT = DEFAULT_TASKS[0]
+NAME = "feedpulse_classifier"
 
 
 def test_set(path: Path, name: str) -> TaskData:
@@ -58,30 +61,78 @@ def scores(repo: Path, name: str, version: int, data: Path, variant: str) -> dic
 
 
 def main() -> None:
-    """Run the scenario on a copy of one version and print its figures against the targets."""
+    """Run the scenario once per adapter, each on a copy of one version; print each run's
+    figures against the targets, then one table of all runs."""
     args = parse_args()
-    name = "feedpulse_classifier"
-    base = load_version(args.repository, name, args.version)
-    work = Path(tempfile.mkdtemp(prefix="feedpulse-online-")) if args.keep is None else args.keep
+    base = load_version(args.repository, NAME, args.version)
+    streams = read_streams(args)
+    before = scores(args.repository, NAME, base.version, args.data, load_settings().model_variant)
+    rows = [run_adapter(args, base.version, adapter, streams, before) for adapter in args.adapter]
+    print(f"\nbase version {base.version}, {len(rows)} runs of the scenario:")
+    print_comparison(rows, before)
+
+
+def run_adapter(
+    args: argparse.Namespace,
+    version: int,
+    adapter: str,
+    streams: tuple[list[tuple[str, str]], list[tuple[str, str]]],
+    before: dict[str, float],
+) -> dict[str, Any]:
+    """The scenario with the trainer fine-tuning through `adapter`, on a fresh copy of the
+    base version; its report, and its row of the comparison."""
+    base = load_version(args.repository, NAME, version)
+    work = (
+        Path(tempfile.mkdtemp(prefix=f"feedpulse-online-{adapter}-"))
+        if args.keep is None
+        else args.keep / adapter
+    )
     work.mkdir(parents=True, exist_ok=True)
     repo = work / "models"
     shutil.copytree(
-        base.path, repo / name / str(base.version), ignore=shutil.ignore_patterns("*.pt")
+        base.path, repo / NAME / str(base.version), ignore=shutil.ignore_patterns("*.pt")
     )
-    before, after = read_streams(args)
-    result, settings, started = run_online(args, work, repo, before, after)
+    result, settings, started = run_online(args, work, repo, *streams, adapter=adapter)
     summary = result.summary()
     summary["base_version"] = base.version
     summary["wall_seconds"] = round(time.time() - started, 1)
     print(json.dumps(summary, indent=2), file=sys.stderr)
-    variant = settings.model_variant
-    table = {"before": scores(repo, name, base.version, args.data, variant)}
+    table = {"before": before}
+    row: dict[str, Any] = {"adapter": adapter, "seconds": result.seconds_to_promotion}
     if result.promoted_version is not None:
-        table["after"] = scores(repo, name, result.promoted_version, args.data, variant)
-    print(f"\nbase version {base.version} ({variant}); run files in {work}")
-    print_report(result, summary, table, len(before))
+        promoted = load_version(repo, NAME, result.promoted_version)
+        table["after"] = scores(repo, NAME, promoted.version, args.data, settings.model_variant)
+        row.update(table["after"], training=promoted.manifest["training"]["result"])
+    print(
+        f"\n[{adapter}] base version {base.version} ({settings.model_variant}); run files in {work}"
+    )
+    print_report(result, summary, table, len(streams[0]))
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+def print_comparison(rows: list[dict[str, Any]], before: dict[str, float]) -> None:
+    """One line per adapter: fine-tuning cost, time to promotion, new-domain gain and
+    old-domain drop against the same base version."""
+    print(
+        "| adapter | trainable parameters | fine-tune steps | fine-tune s | switch to promotion s "
+        "| FPB test accuracy (gain) | TweetEval test macro recall (drop) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    fpb, recall = before["fpb_accuracy"], before["tweeteval_macro_recall"]
+    print(f"| base | - | - | - | - | {fpb:.3f} | {recall:.3f} |")
+    for row in rows:
+        if "training" not in row:
+            print(f"| {row['adapter']} | - | - | - | not promoted | - | - |")
+            continue
+        t = row["training"]
+        print(
+            f"| {row['adapter']} | {t.get('trainable_params', 0):,} | {t['steps']} "
+            f"| {t['seconds']:.0f} | {row['seconds']:.0f} "
+            f"| {row['fpb_accuracy']:.3f} ({row['fpb_accuracy'] - fpb:+.3f}) "
+            f"| {row['tweeteval_macro_recall']:.3f} ({recall - row['tweeteval_macro_recall']:.3f}) |"
+        )
 
 
 def parse_args() -> argparse.Namespace:
@@ -98,7 +149,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--keep", type=Path, default=None, help="keep the run's files here")
+    parser.add_argument(
+        "--adapter",
+        type=adapters,
+        default=["full"],
+        help="the trainer's fine-tune, comma-separated to run the scenario once each: full,lora",
+    )
     return parser.parse_args()
+
+
+def adapters(value: str) -> list[str]:
+    """`full,lora` as a list, each one checked."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    wrong = [n for n in names if n not in ("full", "lora")]
+    if not names or wrong:
+        raise argparse.ArgumentTypeError(f"adapters are full or lora, not {value!r}")
+    return names
 
 
 def read_streams(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -118,6 +184,8 @@ def run_online(
     repo: Path,
     before: list[tuple[str, str]],
     after: list[tuple[str, str]],
+    *,
+    adapter: str = "full",
 ) -> tuple[ScenarioResult, Settings, float]:
     """The scenario on a fresh broker and processes: its result, settings and start time."""
     with EmbeddedBroker(log_path=work / "broker.log") as broker:
@@ -128,6 +196,7 @@ def run_online(
             "watch_metrics_port": 0,
             "finetune_min_feedback": args.min_feedback,
             "finetune_cooldown_s": 0,
+            "finetune_adapter": adapter,
         }
         if args.max_steps:
             overrides["finetune_max_steps"] = args.max_steps
