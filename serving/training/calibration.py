@@ -60,7 +60,7 @@ def fit_temperatures(task: TaskHead, logits: torch.Tensor, gold: list[Gold]) -> 
 
 def scale_head(head: nn.Linear, temperatures: tuple[float, ...]) -> None:
     """Fold the temperature(s) into `head`: each output row divided by its temperature."""
-    t = torch.tensor(temperatures, dtype=head.weight.dtype)
+    t = torch.tensor(temperatures, dtype=head.weight.dtype, device=head.weight.device)
     with torch.no_grad():
         head.weight.div_(t.unsqueeze(1))
         head.bias.div_(t)

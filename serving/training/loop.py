@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import time
@@ -17,6 +16,7 @@ from torch import nn
 from serving.multihead import MultiHeadModel
 from serving.training.batching import length_batches, pad
 from serving.training.data import TaskData
+from serving.training.device import autocast, grad_scaler
 from serving.training.evaluation import headline
 from serving.training.loss import multitask_loss
 from serving.training.prediction import evaluate_sets
@@ -44,6 +44,8 @@ class FineTuneResult:
     # What the optimizer updated (LoRA: the adapters and heads), of the model's parameters.
     trainable_params: int = 0
     total_params: int = 0
+    # Where it computed: cpu, cuda or cuda:N.
+    device: str = "cpu"
 
 
 @dataclass
@@ -56,6 +58,9 @@ class LoopState:
     result: FineTuneResult
     best_state: dict[str, torch.Tensor] | None = None
     bad_evals: int = 0
+    scaler: torch.amp.GradScaler = field(
+        default_factory=lambda: grad_scaler(torch.device("cpu"), "fp32")
+    )
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class LoopSetup:
     val_sets: Sequence[TaskData]
     max_length: int
     precision: str
+    device: torch.device
     per_epoch: int
     total: int
     checkpoint: Callable[[], None]
@@ -119,15 +125,19 @@ def _train_step(setup: LoopSetup, state: LoopState, batch: list[int]) -> float:
     """One optimizer and schedule step on `batch`; its loss."""
     rows = setup.rows
     input_ids, mask = pad([rows.ids[i] for i in batch], setup.tokenizer.pad_token_id)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setup.precision == "bf16"):
-        outputs = state.model(input_ids, mask)
+    with autocast(setup.device, setup.precision):
+        outputs = state.model(input_ids.to(setup.device), mask.to(setup.device))
     loss = multitask_loss(
         outputs, {k: v[batch] for k, v in rows.targets.items()}, state.model, rows.weights
     )
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    # The scaler (fp16 only, else a pass-through) keeps small gradients from underflowing;
+    # they are unscaled before clipping so the clip sees their true norm.
+    state.scaler.scale(loss).backward()
+    state.scaler.unscale_(state.optimizer)
     nn.utils.clip_grad_norm_(state.model.parameters(), setup.config.grad_clip)
-    state.optimizer.step()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
     state.scheduler.step()
     state.result.steps += 1
     return float(loss.detach())
@@ -191,7 +201,10 @@ def validate(setup: LoopSetup, state: LoopState, epoch: float, loss: float) -> b
     )
     if score > result.best_score:
         result.best_score, result.best_step, state.bad_evals = score, result.steps, 0
-        state.best_state = copy.deepcopy(state.model.state_dict())
+        # Kept on the CPU: off the GPU's memory, and a checkpoint resumes on any device.
+        state.best_state = {
+            k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()
+        }
     else:
         state.bad_evals += 1
     log.info("step %d: val score %.4f (best %.4f)", result.steps, score, result.best_score)

@@ -97,7 +97,7 @@ def multitask_loss(
     weights: dict[str, torch.Tensor | None],
 ) -> torch.Tensor:
     """Sum over tasks of each head's mean loss on its own rows, weighted by its share of rows."""
-    total = torch.zeros((), dtype=torch.float32)
+    total = torch.zeros((), dtype=torch.float32, device=outputs[0].device)
     counts = {name: int(labeled_rows(y).sum()) for name, y in targets.items()}
     rows = sum(counts.values()) or 1
     for task, logits in zip(model.tasks, outputs, strict=False):

@@ -68,8 +68,10 @@ def render_model_card(manifest: dict[str, Any], reports: dict[str, dict[str, Any
             "",
             f"- Steps: {result['steps']} (best at step {result['best_step']}, validation score "
             f"{result['best_score']:.4f}; stopped early: {result['stopped_early']})",
-            f"- Window while training: {result['max_length']} tokens; precision: "
-            f"{result['precision']}; {result['seconds']:.0f} s",
+            # Runs recorded before the device was all on the CPU.
+            f"- Window while training: {result['max_length']} tokens; device: "
+            f"{result.get('device', 'cpu')}; precision: {result['precision']}; "
+            f"{result['seconds']:.0f} s",
             *_adapter_lines(config, result),
             "- Settings: "
             + ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if v is not None),

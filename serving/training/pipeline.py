@@ -307,7 +307,11 @@ def _train(
         resume=resume,
         progress=progress,
     )
+    # Calibration predicts every validation row: on the run's device, then back to the CPU,
+    # where export traces the model.
+    model.to(result.device)
     calibration = calibrate(model, tokenizer, val_sets, plan.serve_max_length)
+    model.cpu()
     return {"config": asdict(plan.config), "result": asdict(result), "calibration": calibration}
 
 

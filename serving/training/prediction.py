@@ -16,6 +16,7 @@ from serving.tasks import Gold, TaskHead
 from serving.training.batching import pad, tokenize
 from serving.training.calibration import calibrate_head, probabilities
 from serving.training.data import TaskData, data_name
+from serving.training.device import autocast, model_device
 from serving.training.evaluation import task_report
 from serving.training.thresholds import choose_thresholds, decide
 
@@ -30,19 +31,21 @@ def predict_logits(
     precision: str = "fp32",
     batch_size: int = 64,
 ) -> dict[str, torch.Tensor]:
-    """Every head's logits (rows x labels), in text order (PyTorch, eval mode)."""
+    """Every head's logits (rows x labels), in text order (PyTorch, eval mode), on the CPU;
+    computed on the device the model is on."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     ids = tokenize(tokenizer, texts, max_length)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = {t.name: torch.zeros((len(ids), len(t.labels))) for t in model.tasks}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         input_ids, mask = pad([ids[i] for i in idx], tokenizer.pad_token_id)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            outputs = model(input_ids, mask)
+        with autocast(device, precision):
+            outputs = model(input_ids.to(device), mask.to(device))
         for task, logits in zip(model.tasks, outputs, strict=False):
-            out[task.name][idx] = logits.float()
+            out[task.name][idx] = logits.float().cpu()
     model.train(was_training)
     return out
 
