@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     finetune_head_lr: float = Field(3e-4, gt=0)
     finetune_max_steps: int | None = Field(None, ge=1)
     finetune_batch_size: int = Field(32, ge=1)
+    # Where the trainer fine-tunes: auto (a GPU where torch sees one, else the CPU), cpu,
+    # cuda or cuda:N.
+    finetune_device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     # "lora": the encoder learns through LoRA adapters merged at export; "full": all of it.
     finetune_adapter: Literal["full", "lora"] = "full"
     # Promotion: new-domain accuracy gain required, old-domain macro-recall drop allowed.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -46,6 +47,23 @@ SeedData = Annotated[
         help="Fit heads only, on a multi-task JSONL (text, sentiment, topic) like the seed set",
     ),
 ]
+FromVersion = Annotated[
+    str | None,
+    typer.Option(help="Incremental: start from this exported version (a number or latest)"),
+]
+AdapterOption = Annotated[
+    str | None,
+    typer.Option(
+        help="full (every encoder weight) or lora (LoRA adapters, merged at export) [default: full]"
+    ),
+]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Where to fine-tune: auto (a GPU where torch sees one, else the CPU), cpu, cuda "
+        "or cuda:N [default: auto]",
+    ),
+]
 
 
 def _task_dirs(values: list[str] | None) -> dict[str, Path] | None:
@@ -71,9 +89,11 @@ def _check_adapter(adapter: str | None) -> None:
         raise typer.BadParameter(f"--adapter must be full or lora, not {adapter!r}")
 
 
-def _check_precision(precision: str | None) -> None:
-    if precision not in (None, "auto", "bf16", "fp32"):
-        raise typer.BadParameter(f"--precision must be auto, bf16 or fp32, not {precision!r}")
+def _check_placement(precision: str | None, device: str | None) -> None:
+    if precision not in (None, "auto", "bf16", "fp16", "fp32"):
+        raise typer.BadParameter(f"--precision must be auto, bf16, fp16 or fp32, not {precision!r}")
+    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise typer.BadParameter(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
 
 
 def _config(defaults: FineTuneConfig, **overrides: Any) -> FineTuneConfig:
@@ -87,10 +107,7 @@ def train(
     ] = "finetune",
     task: TaskDirs = None,
     tasks: TasksFile = None,
-    from_version: Annotated[
-        str | None,
-        typer.Option(help="Incremental: start from this exported version (a number or latest)"),
-    ] = None,
+    from_version: FromVersion = None,
     replay: ReplayDirs = None,
     replay_rows: Annotated[int, typer.Option(min=0, help="Replay rows in all")] = 4000,
     seed_data: SeedData = None,
@@ -106,14 +123,9 @@ def train(
     patience: Annotated[
         int | None, typer.Option(min=1, help="Stop after N validations without improvement")
     ] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, bf16 or fp32")] = None,
-    adapter: Annotated[
-        str | None,
-        typer.Option(
-            help="full (every encoder weight) or lora (LoRA adapters, merged at export) "
-            "[default: full]"
-        ),
-    ] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, bf16, fp16 (CUDA) or fp32")] = None,
+    device: DeviceOption = None,
+    adapter: AdapterOption = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling, order and init")] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Use at most N rows per split (quick runs)")
@@ -132,7 +144,7 @@ def train(
         base_model=base_model, model_repository=model_repository, tasks_file=tasks
     )
     train_mode = _mode(mode)
-    _check_precision(precision)
+    _check_placement(precision, device)
     _check_adapter(adapter)
     if seed_data is not None:
         report = train_seed_heads(settings, data=seed_data, console=err)
@@ -147,6 +159,7 @@ def train(
         eval_every=eval_every,
         patience=patience,
         precision=precision,
+        device=device,
         adapter=adapter,
         seed=seed,
     )

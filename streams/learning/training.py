@@ -31,6 +31,7 @@ from serving.training.declaration import (
     load_declared,
     with_data,
 )
+from serving.training.device import placement
 from serving.training.finetune import FineTuneConfig
 from serving.training.pipeline import Mode, TrainPlan
 from serving.training.progress import TrainProgress
@@ -158,6 +159,9 @@ def run_training(
     console = console or Console(stderr=True)
     base_version = resolve_version(settings, from_version) if from_version else None
     config = config or (INCREMENTAL if base_version else FineTuneConfig())
+    if mode == "finetune":
+        # A device or precision this machine lacks stops the run here, before data loads.
+        placement(config.device, config.precision)
     declared = task_declaration(settings)
     if task_dirs:
         declared = with_data(declared, task_dirs)
@@ -298,6 +302,7 @@ def trainer_config(settings: Settings) -> TrainerConfig:
         batch_size=settings.finetune_batch_size,
         lr=settings.finetune_lr,
         head_lr=settings.finetune_head_lr,
+        device=settings.finetune_device,
         adapter=settings.finetune_adapter,
     )
     return TrainerConfig(
