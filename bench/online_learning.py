@@ -197,6 +197,8 @@ def run_online(
             "finetune_min_feedback": args.min_feedback,
             "finetune_cooldown_s": 0,
             "finetune_adapter": adapter,
+            # The run's own: a snapshot left by an earlier run (another broker) would resume.
+            "watch_state_dir": work / "watch",
         }
         if args.max_steps:
             overrides["finetune_max_steps"] = args.max_steps
