@@ -75,9 +75,10 @@ bench-alerts: setup-dev
 
 # About 20 minutes: the domain-switch scenario on a real broker with the watch and trainer.
 # Needs a fine-tuned version (`feedpulse train`) in MODELS (default triton_models).
+# ADAPTER=full,lora runs it once per adapter of the trainer's fine-tune and compares them.
 MODELS ?= triton_models
 bench-online: setup-dev
-	$(BIN)/python bench/online_learning.py --repository $(MODELS)
+	$(BIN)/python bench/online_learning.py --repository $(MODELS) $(if $(ADAPTER),--adapter $(ADAPTER))
 
 # 30-40 minutes: the full fault campaign (100+ faults of every kind) over the whole loop.
 bench-faults: setup-dev setup-triton
