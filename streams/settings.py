@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     # cuda or cuda:N.
     finetune_device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     # "lora": the encoder learns through LoRA adapters merged at export; "full": all of it.
+    # Full by default: on the domain-switch scenario (2 CPU cores) it reached promotion
+    # sooner (394-487 s against LoRA's 755 s), the same new-domain gain at equal length.
     finetune_adapter: Literal["full", "lora"] = "full"
     # Promotion: new-domain accuracy gain required, old-domain macro-recall drop allowed.
     promote_margin: float = 0.05
