@@ -49,7 +49,15 @@ def one_line_errors(name: str, command: F) -> F:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
+        # typer bundles its own click: its BadParameter is no click.ClickException, yet
+        # typer prints it as a usage error (exit 2), as it does an option callback's.
+        except (
+            typer.Exit,
+            typer.Abort,
+            typer.BadParameter,
+            click.exceptions.Exit,
+            click.ClickException,
+        ):
             raise
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

@@ -93,3 +93,10 @@ def test_real_commands_stop_with_one_line(args: list[str], last_line: str, tmp_p
     assert "Traceback" not in proc.stderr
     assert "Aborted" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(last_line)
+
+
+def test_a_bad_option_value_found_in_the_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(_app_raising(typer.BadParameter("--mode must be x or y")), ["boom"])
+    assert result.exit_code == 2
+    assert "--mode must be x or y" in result.output
+    assert "stopped" not in result.output
