@@ -172,6 +172,14 @@ class Campaign:
             f"t+{time.monotonic() - self.started:5.0f}s {KINDS[fault.kind]}: {fault.detail}"
         )
 
+    def _report_unexplained(self, position: Position, first: Copy, again: Copy) -> None:
+        """Say when and by whom an input was repeated that no fault explains."""
+        self.progress(
+            f"unexplained repeat of {position}: first t+{first.at - self.started_wall:.1f}s "
+            f"(worker pid {first.worker_pid}), again t+{again.at - self.started_wall:.1f}s "
+            f"(worker pid {again.worker_pid})"
+        )
+
     async def stream_through_faults(
         self, tweets: list[tuple[str, str]], negatives: list[str]
     ) -> StreamLog:
@@ -273,7 +281,7 @@ class Campaign:
         alerts = await self.alerts_for(log)
         decisions = await read_all(s, s.decisions_topic, idle_s=1)
         faults = self.injector.faults
-        unattributed = attribute(copies, faults)
+        unattributed = attribute(copies, faults, self._report_unexplained)
         missed, spurious = bursts_alerted(log.bursts, alerts, c.alert_window_s)
         for burst in missed:
             self.progress(

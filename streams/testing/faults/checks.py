@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +44,13 @@ def copy_of(rec: Any, settings: Settings) -> tuple[Position, Copy] | None:
     )
 
 
-def attribute(copies: dict[Position, list[Copy]], faults: Sequence[Fault]) -> int:
-    """Charge every extra copy to a fault; returns the copies no fault explains.
+def attribute(
+    copies: dict[Position, list[Copy]],
+    faults: Sequence[Fault],
+    unexplained: Callable[[Position, Copy, Copy], None] | None = None,
+) -> int:
+    """Charge every extra copy to a fault; returns the copies no fault explains (each also
+    handed to `unexplained` with its first copy, so a failed campaign says which).
 
     The killed (or departed) worker that produced the first copy, if there is one; else
     the latest fault injected before the repeat whose effects lasted until the first copy
@@ -54,7 +59,7 @@ def attribute(copies: dict[Position, list[Copy]], faults: Sequence[Fault]) -> in
     """
     by_victim = {f.victim_pid: f for f in faults if f.victim_pid is not None}
     unattributed = 0
-    for seen in copies.values():
+    for position, seen in copies.items():
         if len(seen) < 2:
             continue
         seen = sorted(seen, key=lambda c: c.at)
@@ -67,6 +72,8 @@ def attribute(copies: dict[Position, list[Copy]], faults: Sequence[Fault]) -> in
                 fault = window[-1] if window else None
             if fault is None:
                 unattributed += 1
+                if unexplained is not None:
+                    unexplained(position, first, again)
             else:
                 fault.duplicates += 1
     return unattributed

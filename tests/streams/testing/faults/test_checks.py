@@ -80,8 +80,10 @@ def test_duplicates_are_charged_to_the_victim_or_the_latest_fault() -> None:
         (0, 3): [Copy(1.0, 8), Copy(2.0, 8)],  # no fault explains it
         (0, 4): [Copy(30.0, 8)],
     }
-    assert attribute(copies, [kill, pause]) == 1
+    told: list[tuple[object, Copy, Copy]] = []
+    assert attribute(copies, [kill, pause], lambda *seen: told.append(seen)) == 1
     assert (kill.duplicates, pause.duplicates) == (1, 1)
+    assert told == [((0, 3), Copy(1.0, 8), Copy(2.0, 8))]  # a failed campaign names it
 
 
 def test_a_fault_that_started_a_worker_lasts_until_that_worker_owns_partitions() -> None:
