@@ -4,6 +4,7 @@ boundary), precision per device, the fp16 gradient scaler, CPU checkpoints, a CP
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,27 +185,11 @@ def test_the_fp16_path_s_scaler_makes_the_same_update(
     assert saved["scaler"]["scale"] == 2.0**16 and saved["scaler"]["_growth_tracker"] == 3
 
 
-def test_the_model_card_shows_the_device() -> None:
-    result = {
-        "steps": 10,
-        "best_step": 10,
-        "best_score": 0.5,
-        "stopped_early": False,
-        "max_length": 32,
-        "precision": "bf16",
-        "seconds": 3.0,
-    }
-    manifest = {
-        "name": "m",
-        "version": 2,
-        "created": "now",
-        "base_checkpoint": "minilm",
-        "max_length": 128,
-        "pooling": "mean",
-        "tasks": [{"name": "sentiment", "labels": ["negative", "positive"]}],
-        "training": {"mode": "finetune", "config": {}, "result": {**result, "device": "cuda"}},
-    }
+def test_the_model_card_shows_the_device(
+    finetune_manifest: Callable[..., dict[str, Any]],
+) -> None:
+    manifest = finetune_manifest(precision="bf16", device="cuda")
     assert "device: cuda; precision: bf16" in render_model_card(manifest, {})
-    manifest["training"]["result"] = result  # type: ignore[index]
     # A run recorded before the device was one on the CPU.
+    manifest = finetune_manifest(precision="bf16")
     assert "device: cpu; precision: bf16" in render_model_card(manifest, {})

@@ -4,6 +4,7 @@ model exports to a plain ONNX graph, and an interrupted run resumes exactly."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -170,31 +171,12 @@ def test_the_adapter_is_part_of_the_run_fingerprint(tweets: list[TaskData]) -> N
     assert full == run_fingerprint(rows, FineTuneConfig(lora_rank=4), 32)
 
 
-def test_model_card_shows_the_adapter_and_trainable_share() -> None:
-    manifest = {
-        "name": "m",
-        "version": 2,
-        "created": "now",
-        "base_checkpoint": "minilm",
-        "max_length": 128,
-        "pooling": "mean",
-        "tasks": [{"name": "sentiment", "labels": ["negative", "positive"]}],
-        "training": {
-            "mode": "finetune",
-            "config": {"adapter": "lora", "lora_rank": 16},
-            "result": {
-                "steps": 10,
-                "best_step": 10,
-                "best_score": 0.5,
-                "stopped_early": False,
-                "max_length": 32,
-                "precision": "fp32",
-                "seconds": 3.0,
-                "trainable_params": 666_247,
-                "total_params": 23_379_463,
-            },
-        },
-    }
+def test_model_card_shows_the_adapter_and_trainable_share(
+    finetune_manifest: Callable[..., dict[str, Any]],
+) -> None:
+    manifest = finetune_manifest(
+        {"adapter": "lora", "lora_rank": 16}, trainable_params=666_247, total_params=23_379_463
+    )
     card = render_model_card(manifest, {})
     assert "- Adapter: lora (LoRA adapters (rank 16), merged into the encoder before export)" in (
         card
