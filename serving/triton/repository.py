@@ -11,24 +11,29 @@ from serving.triton_outputs import ensure_outputs
 
 
 def install_python_model(version_dir: Path) -> bool:
-    """Give a version the python-backend `model.py`, byte-compiled; True if it was missing.
+    """Give a version this release's python-backend `model.py`, byte-compiled; True if it
+    was missing or differed (a version exported by an older release keeps its graph and
+    gets the current serving code).
 
     The bytecode is written here because the stub would otherwise write `__pycache__` into
     the version directory on first load, and Triton, polling the repository, would take
     that for a changed version and load the model a second time.
     """
+    source = Path(__file__).with_name("python_model.py")
     target = version_dir / "model.py"
-    added = not target.exists()
+    added = not target.exists() or target.read_bytes() != source.read_bytes()
     if added:
-        shutil.copyfile(Path(__file__).with_name("python_model.py"), target)
+        shutil.copyfile(source, target)
     py_compile.compile(str(target), doraise=True)
     return added
 
 
 def install_python_models(repository: Path) -> int:
-    """Install `model.py` in every exported version of every model; returns how many lacked it.
+    """Install `model.py` in every exported version of every model; returns how many lacked
+    it or had another release's.
 
-    Versions exported by feedpulse carry it already; this covers copies made by hand.
+    Versions exported by feedpulse carry it already; this covers copies made by hand and
+    versions exported before an upgrade.
     """
     return sum(
         install_python_model(manifest.parent)
