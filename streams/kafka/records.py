@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from serving.backends.contract import ModelInfo, Prediction
 from streams.messages import FeedItem, Origin, Rejection
@@ -59,7 +60,17 @@ def labeled_value(
         doc["meta"] = item.meta
     if embedding and prediction.embedding is not None:
         doc["embedding"] = encode_embedding(prediction.embedding)
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    return dump_json(doc)
+
+
+def dump_json(doc: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON. orjson is several times faster than the standard library on
+    the worker's hot path; what it refuses (an integer beyond 64 bits in a passed-through
+    `meta`) goes through the standard library, which writes it."""
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def encode_embedding(vector: npt.NDArray[np.float32]) -> str:

@@ -153,3 +153,19 @@ def test_fuzzed_input_never_raises_and_valid_items_serialise() -> None:
 
 def test_every_reason_is_listed() -> None:
     assert len(set(m.REASONS)) == len(m.REASONS)
+
+
+def test_labeled_documents_carry_any_meta_json_can_hold() -> None:
+    # orjson writes the output; it refuses integers beyond 64 bits, the fallback keeps them.
+    model = ModelInfo("m", "1", "int8", DEFAULT_TASKS, 128)
+    pred = Prediction(
+        {t.name: TaskPrediction(t.labels[0], 1.0, {t.labels[0]: 1.0}) for t in DEFAULT_TASKS},
+        truncated=False,
+    )
+    meta = {"big": 2**70, "small": -(2**63), "text": "über 🚀", "f": 1e-06, "nested": [[{}]]}
+    value = json.dumps({"id": "x", "text": "Markets rally", "meta": meta}).encode()
+    item = parse(value)
+    assert isinstance(item, m.FeedItem)
+    doc = json.loads(labeled_value(item, pred, model, {"consumed": 1.5}, "w"))
+    assert doc["meta"] == meta and doc["text"] == "Markets rally"
+    assert doc["labels"]["sentiment"]["score"] == 1.0
