@@ -33,15 +33,6 @@ class TaskPrediction:
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """Every head's answer for one text, plus the pooled embedding."""
-
-    tasks: dict[str, TaskPrediction]
-    truncated: bool
-    embedding: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
 class ModelInfo:
     """What a backend serves: stamped on every output."""
 
@@ -50,6 +41,17 @@ class ModelInfo:
     variant: str
     tasks: tuple[TaskHead, ...]
     max_length: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Every head's answer for one text, plus the pooled embedding and the model that
+    answered (a backend may switch versions while a later batch is queued)."""
+
+    tasks: dict[str, TaskPrediction]
+    truncated: bool
+    embedding: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+    model: ModelInfo | None = field(default=None, repr=False, compare=False)
 
 
 class InferenceError(RuntimeError):
@@ -117,14 +119,17 @@ def predictions_from_logits(
     logits: dict[str, npt.NDArray[np.float32]],
     truncated: Sequence[bool],
     embeddings: npt.NDArray[np.float32] | None = None,
+    model: ModelInfo | None = None,
 ) -> list[Prediction]:
-    """Turn per-head logits (batch x classes) into per-text predictions."""
+    """Turn per-head logits (batch x classes) into per-text predictions (by `model`)."""
     probs = {task.name: task_probabilities(task, logits[task.name]) for task in tasks}
     out: list[Prediction] = []
     for row, was_truncated in enumerate(truncated):
         per_task = {task.name: task_prediction(task, probs[task.name][row]) for task in tasks}
         emb = embeddings[row] if embeddings is not None else None
-        out.append(Prediction(tasks=per_task, truncated=bool(was_truncated), embedding=emb))
+        out.append(
+            Prediction(tasks=per_task, truncated=bool(was_truncated), embedding=emb, model=model)
+        )
     return out
 
 
@@ -132,6 +137,7 @@ def predictions_from_chunks(
     tasks: Sequence[TaskHead],
     truncated: Sequence[bool],
     chunks: Sequence[tuple[Sequence[int], dict[str, npt.NDArray[np.float32]]]],
+    model: ModelInfo | None = None,
 ) -> list[Prediction]:
     """Reassemble per-chunk graph outputs (`<task>_logits`, `embedding`) into input order.
 
@@ -147,4 +153,4 @@ def predictions_from_chunks(
         if embeddings is None:
             embeddings = np.empty((n, outputs["embedding"].shape[1]), dtype=np.float32)
         embeddings[index] = outputs["embedding"]
-    return predictions_from_logits(tasks, logits, truncated, embeddings)
+    return predictions_from_logits(tasks, logits, truncated, embeddings, model)

@@ -64,7 +64,7 @@ class OnnxClassifier:
                 None, {"input_ids": chunk.input_ids, "attention_mask": chunk.attention_mask}
             )
             results.append((chunk.rows, dict(zip(self._output_names, outputs, strict=True))))
-        return predictions_from_chunks(self._tasks, tokens.truncated, results)
+        return predictions_from_chunks(self._tasks, tokens.truncated, results, self._info)
 
     def classify_sync(self, texts: Sequence[str]) -> list[Prediction]:
         """Tokenize and classify (blocking)."""

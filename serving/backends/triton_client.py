@@ -126,6 +126,7 @@ class TritonClassifier:
             self._tasks,
             tokens.truncated,
             [(chunk.rows, outputs) for chunk, outputs in zip(chunks, results, strict=True)],
+            self._info,
         )
 
     async def _infer(self, chunk: PaddedChunk) -> dict[str, npt.NDArray[np.float32]]:

@@ -20,11 +20,17 @@ IDLE_POLL_MS = 500
 RecordKey = tuple[str, int, int]
 
 
-async def collect(partitions: StuckPartitions, max_batch: int, max_wait_ms: int) -> list[Any]:
-    """Gather up to `max_batch` records, flushing `max_wait_ms` after the first arrives.
+async def collect(
+    partitions: StuckPartitions, max_batch: int, max_wait_ms: int, *, wait: bool = True
+) -> list[Any]:
+    """Gather up to `max_batch` records, flushing `max_wait_ms` after the first arrives;
+    without `wait`, only the records already fetched.
 
     Fetches through `partitions`: a batch that cannot be decoded stalls only its own
     partition (reported there), never the worker."""
+    if not wait:
+        got = await partitions.getmany(timeout_ms=0, max_records=max_batch)
+        return [rec for recs in got.values() for rec in recs]
     records: list[Any] = []
     deadline: float | None = None
     while len(records) < max_batch:

@@ -55,6 +55,7 @@ class InferenceStep:
         self._fetching = fetching
         self._abandon = asyncio.Event()
         self._attempt = 0
+        self._last_done = 0.0
 
     def abandon(self) -> None:
         """Give up the batch being classified (its partitions are being revoked)."""
@@ -78,7 +79,10 @@ class InferenceStep:
             except Exception as exc:  # a backend bug on odd input must not stop the stream
                 log.warning("batch of %d failed (%r): one by one", len(items), exc)
                 return await self._one_by_one(items)
-            self.metrics.inference_seconds.observe(time.perf_counter() - started)
+            done = time.perf_counter()
+            # A batch queued behind the one before it is timed from that one's end.
+            self.metrics.inference_seconds.observe(done - max(started, self._last_done))
+            self._last_done = done
             self.metrics.batch_size.observe(len(items))
             return list(zip(items, preds, strict=True)), []
         finally:
@@ -109,6 +113,8 @@ class InferenceStep:
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
             self._check_abandoned(None)
+            # Given up, though the rebalance has settled meanwhile: still abandoned.
+            raise BatchAbandonedError("partitions revoked during inference", stopping=False)
         return work.result()
 
     def _check_abandoned(self, cause: BaseException | None) -> None:

@@ -10,15 +10,16 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from serving.backends.contract import Classifier, InferenceError
 from serving.backends.warmup import warm_up
-from streams.classify.batching import FetchGate, collect, validate
+from streams.classify.batching import FetchGate, ValidatedBatch, collect, validate
 from streams.classify.delivery import Delivery
-from streams.classify.inference import BatchAbandonedError, InferenceStep
+from streams.classify.inference import BatchAbandonedError, Classified, InferenceStep
 from streams.classify.outputs import PreparedBatch, dead_letter_outputs, labeled_outputs
 from streams.classify.producer import output_producer, start_producer, transactional_id
 from streams.classify.rebalance import SettleOnRevoke
@@ -27,13 +28,24 @@ from streams.health import Readiness
 from streams.kafka.clients import group_consumer
 from streams.kafka.stuck import StuckPartitions
 from streams.kafka.topics import ensure_topics, pipeline_topics
-from streams.messages import Limits
+from streams.messages import Limits, Rejection
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 # How often a worker logs where its partitions stand.
 STATUS_EVERY_S = 30.0
+
+
+@dataclass
+class InFlight:
+    """A validated batch whose classification has started."""
+
+    records: Sequence[Any]
+    batch: ValidatedBatch
+    consumed_at: float
+    classifying: asyncio.Future[tuple[Classified, list[Rejection]]]
+    generation: int
 
 
 class ClassifyWorker:
@@ -62,6 +74,9 @@ class ClassifyWorker:
         self._fetching = FetchGate()
         self.inference = InferenceStep(classifier, metrics, self._stop.is_set, self._fetching)
         self._delivery: asyncio.Task[None] | None = None
+        self._ahead: InFlight | None = None
+        # Counts rebalances: a batch started before one is not delivered after it.
+        self._generation = 0
         self._warmed = False
         self._started = time.monotonic()
         self.readiness = readiness or Readiness()
@@ -105,6 +120,8 @@ class ClassifyWorker:
             )
             await self._loop(partitions, delivery)
         finally:
+            if self._ahead is not None:
+                self._ahead.classifying.cancel()  # uncommitted: read again after a restart
             if self._delivery is not None and not self._delivery.done():
                 # Cancelled mid-delivery: nothing is committed, the batch is redelivered.
                 self._delivery.cancel()
@@ -116,7 +133,8 @@ class ClassifyWorker:
             log.info("worker stopped")
 
     async def _loop(self, partitions: StuckPartitions, delivery: Delivery) -> None:
-        """Batch N is delivered while batch N+1 is fetched and classified."""
+        """Batch N+1 is queued for inference before batch N's outputs are built, and batch
+        N is delivered while N+1 is classified: the model never waits on the loop."""
         s = self.settings
         consumer = partitions.consumer
         next_status = time.monotonic() + STATUS_EVERY_S
@@ -126,27 +144,45 @@ class ClassifyWorker:
                 await self._log_status(partitions)
             # Never hold the lock in getmany: during a rebalance getmany waits for the
             # new assignment, which waits for the revoke listener, which takes the lock.
-            records = await collect(partitions, s.max_batch, s.max_wait_ms)
-            if not records:
+            # With a batch in inference, only what is buffered is taken: its outputs must
+            # not wait for the next batch to fill.
+            records = await collect(
+                partitions, s.max_batch, s.max_wait_ms, wait=self._ahead is None
+            )
+            if not records and self._ahead is None:
                 continue
             async with self.batch_lock:
                 # Records of partitions revoked meanwhile are left to their new owner
                 # (uncommitted, so re-read there); the rest moved our position: keep them.
                 owned = consumer.assignment()
                 records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
-                if not records:
-                    continue
-                try:
-                    prepared = await self.prepare(records)
-                except BatchAbandonedError as exc:
-                    log.warning("%s: %d records left uncommitted", exc, len(records))
-                    if exc.stopping:
-                        break
-                    continue  # revoked: the new owners read these records again
-                # One delivery at a time keeps produce and commit order.
-                await self.finish_delivery()
-                self._delivery = asyncio.create_task(delivery.deliver(prepared))
+                ahead, self._ahead = self._ahead, self.start(records) if records else None
+                if ahead is not None and not await self._finish_and_deliver(ahead, delivery):
+                    break
+        await self._stop_ahead(delivery)
         await self.finish_delivery()
+
+    async def _finish_and_deliver(self, ahead: InFlight, delivery: Delivery) -> bool:
+        """Build the outputs of a classified batch and start delivering them; False if the
+        worker is stopping with the batch abandoned."""
+        try:
+            prepared = await self.finish(ahead)
+        except BatchAbandonedError as exc:
+            log.warning("%s: %d records left uncommitted", exc, len(ahead.records))
+            # Revoked: the new owners read these records again.
+            return not exc.stopping
+        # One delivery at a time keeps produce and commit order.
+        await self.finish_delivery()
+        self._delivery = asyncio.create_task(delivery.deliver(prepared))
+        return True
+
+    async def _stop_ahead(self, delivery: Delivery) -> None:
+        """On stop, deliver the batch still in inference (or leave it uncommitted if
+        inference is away)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            async with self.batch_lock:
+                await self._finish_and_deliver(ahead, delivery)
 
     async def _log_status(self, partitions: StuckPartitions) -> None:
         """Where each owned partition stands: a stalled one shows as a position that stays."""
@@ -168,7 +204,9 @@ class ClassifyWorker:
         self.inference.abandon()
 
     def rebalanced(self) -> None:
-        """The revocation holds the batch lock: later batches classify normally."""
+        """The revocation holds the batch lock: later batches classify normally, and a
+        batch started before it is dropped uncommitted (its partitions were reassigned)."""
+        self._generation += 1
         self.inference.resume()
 
     async def _warm_up(self) -> bool:
@@ -204,16 +242,33 @@ class ClassifyWorker:
         if delivery is not None:
             await delivery
 
-    async def prepare(self, records: Sequence[Any]) -> PreparedBatch:
-        """Validate and classify a batch, and build its output records."""
+    def start(self, records: Sequence[Any]) -> InFlight:
+        """Validate a batch and queue its classification."""
         consumed_at = time.time()
         self.metrics.consumed.inc(len(records))
         batch = validate(records, self.limits)
-        classified, failed = await self.inference.classify(batch.items)
+        classifying = asyncio.ensure_future(self.inference.classify(batch.items))
+        return InFlight(records, batch, consumed_at, classifying, self._generation)
+
+    async def finish(self, ahead: InFlight) -> PreparedBatch:
+        """Await a started batch's classification and build its output records; raises
+        BatchAbandonedError if a rebalance or a stop gave it up."""
+        if ahead.generation != self._generation:
+            ahead.classifying.cancel()
+        await asyncio.wait({ahead.classifying})
+        if ahead.classifying.cancelled():
+            raise BatchAbandonedError("partitions reassigned during inference", stopping=False)
+        classified, failed = ahead.classifying.result()
+        batch = ahead.batch
         batch.rejections.extend((r, "classify") for r in failed)
-        stamps = {"consumed": consumed_at, "classified": time.time()}
-        model = self.classifier.info
+        stamps = {"consumed": ahead.consumed_at, "classified": time.time()}
+        # The model that answered: the backend may have switched since, for a later batch.
+        model = next((p.model for _, p in classified if p.model), None) or self.classifier.info
         self.metrics.serving(model.name, model.version, model.variant)
         outputs = labeled_outputs(self.settings, batch, classified, model, stamps, self.worker_id)
         outputs += dead_letter_outputs(self.settings, batch, batch.rejections)
-        return PreparedBatch(records, outputs, classified, batch.rejections)
+        return PreparedBatch(ahead.records, outputs, classified, batch.rejections)
+
+    async def prepare(self, records: Sequence[Any]) -> PreparedBatch:
+        """Validate and classify a batch, and build its output records."""
+        return await self.finish(self.start(records))

@@ -105,3 +105,16 @@ async def test_stopping_abandons_with_stopping_set() -> None:
     with pytest.raises(BatchAbandonedError) as raised:
         await step.classify(items(1))
     assert raised.value.stopping
+
+
+async def test_abandon_then_resume_before_the_call_notices_still_abandons() -> None:
+    # A rebalance can settle before a queued batch's task runs again: it must end
+    # abandoned, never with the cancellation of its backend call leaking out.
+    classifier = ScriptedClassifier(hang=True)
+    step = step_for(classifier)
+    task = asyncio.create_task(step.classify(items(2)))
+    await asyncio.sleep(0.05)
+    step.abandon()
+    step.resume()
+    with pytest.raises(BatchAbandonedError):
+        await asyncio.wait_for(task, 2)
