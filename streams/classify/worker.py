@@ -254,10 +254,14 @@ class ClassifyWorker:
         """Await a started batch's classification and build its output records; raises
         BatchAbandonedError if a rebalance or a stop gave it up."""
         if ahead.generation != self._generation:
+            # Classified or not, its partitions were reassigned: their owners (this worker
+            # too, from the committed offsets) read the records again.
             ahead.classifying.cancel()
+            await asyncio.gather(ahead.classifying, return_exceptions=True)
+            raise BatchAbandonedError("partitions reassigned during inference", stopping=False)
         await asyncio.wait({ahead.classifying})
         if ahead.classifying.cancelled():
-            raise BatchAbandonedError("partitions reassigned during inference", stopping=False)
+            raise BatchAbandonedError("inference cancelled", stopping=False)
         classified, failed = ahead.classifying.result()
         batch = ahead.batch
         batch.rejections.extend((r, "classify") for r in failed)
