@@ -248,17 +248,21 @@ class Injector:
 
     async def _leave(self) -> None:
         live = self.live_workers()
+        victim = self.loop.workers.procs[self.rng.choice(live)]
+        # Recorded before a replacement joins: the join rebalances the group too, and
+        # its repeats belong to this fault (they went unexplained when it was recorded
+        # after the join).
+        self._record("leave", f"pid {victim.pid}", victim.pid)
+        fault = self.faults[-1]
         if len(live) <= self.plan.min_workers:
             self.loop.workers.start(1)
             await self.loop.workers.wait_ready(
                 timeout_s=180, only=[len(self.loop.workers.procs) - 1]
             )
-        live = self.live_workers()
-        victim = self.loop.workers.procs[self.rng.choice(live)]
-        self._record("leave", f"pid {victim.pid}", victim.pid)
         self.loop.left.add(victim.pid)
         victim.send_signal(signal.SIGTERM)
         await asyncio.to_thread(victim.wait, 60)
+        fault.settled_at = time.time()
 
 
 def job_in_hand(log: str) -> bool:
