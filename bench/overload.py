@@ -1,7 +1,7 @@
 """Overload: one worker offered twice what it can do, then left to drain its backlog.
 
 1. capacity: a warmed-up worker process (in-process ONNX) drains bursts of TweetEval test
-   tweets (bench/throughput.py's `drain_rate`: first fetch to last acknowledged output);
+   tweets (bench/throughput.py's `drain_rate`: end of publication to last acknowledged output);
    the median of the rounds is its capacity
 2. overload: the same worker is offered `--factor` times that rate for `--seconds`, while
    its consumer lag (end offsets minus the group's committed offsets) and its RSS

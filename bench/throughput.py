@@ -1,9 +1,11 @@
-"""Throughput benchmark, three ways on the same real texts, in one run.
+"""Throughput benchmark, five ways on the same real texts, in one run.
 
 (a) raw model ceiling: the in-process backend on pre-tokenized micro-batches, tight loop
 (b) feedpulse end to end: a burst fills the input topic of a running worker; time the
-    drain from its first fetch to the last acknowledged output; then p50/p99 latency at
-    half that load. (a) and (b) alternate over several rounds; medians are reported.
+    drain from the end of the burst's publication to the last acknowledged output, the
+    harness idle meanwhile (also reported from the worker's first fetch); then p50/p99
+    latency at half that load. (a) and (b) alternate over several rounds; medians are
+    reported.
 (c) naive peer: a consumer that classifies one message at a time with a transformers
     pipeline (same encoder and heads, PyTorch) and produces each result
 (d) faust peer, transformers: a faust-streaming agent taking micro-batches
